@@ -1,0 +1,65 @@
+"""HDC configuration (hierarchically decoupled spatial-temporal contrast; Zhang & Crandall, WACV 2022).
+
+Beyond the paper's abstract everything here is a reconstruction (METHODS.md §3, [ours]); every such choice is a
+field so that it can be ablated.
+"""
+
+from huggingface_hub.dataclasses import strict
+
+from .configuration_vssl import VideoSSLConfig, _check_positive, _check_probability
+
+INVARIANCE_WEIGHTINGS = ("measured", "fixed")
+
+
+@strict
+class HDCConfig(VideoSSLConfig):
+    r"""
+    Configuration of an HDC model; see `VideoSSLConfig` for the backbone and clip fields.
+
+    Args:
+        tap_stages (`list[int]`, *optional*, defaults to `(2, 3, 4)`):
+            Backbone stages (1-4) where the spatial and temporal contrasts are solved.
+        momentum (`float`, *optional*, defaults to 0.999):
+            EMA momentum of the key encoder.
+        queue_size (`int`, *optional*, defaults to 16384):
+            Keys per (level, subtask) queue.
+        spatial_weight (`float`, *optional*, defaults to 0.5):
+            alpha in L = sum_l w_l (alpha L_S + (1 - alpha) L_T).
+        invariance_weighting (`str`, *optional*, defaults to `"measured"`):
+            `"measured"`: level weights follow an EMA of each level's mean positive-pair similarity; `"fixed"`: use
+            `fixed_level_weights`.
+        fixed_level_weights (`list[float]`, *optional*, defaults to `(0.3, 0.5, 1.0)`):
+            One weight per tap stage for `"fixed"`.
+        invariance_momentum (`float`, *optional*, defaults to 0.99):
+            EMA momentum of the measured invariance.
+    """
+
+    model_type = "hdc"
+
+    tap_stages: list[int] | tuple[int, ...] = (2, 3, 4)
+    momentum: float | int = 0.999
+    queue_size: int = 16384
+    spatial_weight: float | int = 0.5
+    invariance_weighting: str = "measured"
+    fixed_level_weights: list[float | int] | tuple[float | int, ...] = (0.3, 0.5, 1.0)
+    invariance_momentum: float | int = 0.99
+
+    def __post_init__(self, **kwargs):
+        self.tap_stages = list(self.tap_stages)
+        self.fixed_level_weights = list(self.fixed_level_weights)
+        super().__post_init__(**kwargs)
+
+    def validate_hdc(self):
+        if not self.tap_stages or any(s not in (1, 2, 3, 4) for s in self.tap_stages):
+            raise ValueError(f"`tap_stages` must be stages among 1-4, got {self.tap_stages}.")
+        if len(self.fixed_level_weights) != len(self.tap_stages):
+            raise ValueError(
+                f"`fixed_level_weights` needs one weight per tap stage {self.tap_stages}, got {self.fixed_level_weights}."
+            )
+        if self.invariance_weighting not in INVARIANCE_WEIGHTINGS:
+            raise ValueError(
+                f"`invariance_weighting` must be one of {INVARIANCE_WEIGHTINGS}, got {self.invariance_weighting!r}."
+            )
+        _check_positive("queue_size", self.queue_size)
+        for name in ("momentum", "spatial_weight", "invariance_momentum"):
+            _check_probability(name, getattr(self, name))
