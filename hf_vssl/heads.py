@@ -1,0 +1,382 @@
+"""Heads, tap adapters and training-state modules shared by the hf_vssl pretraining models.
+
+This module is imported by model code that is shipped with checkpoints (`trust_remote_code`), so it may only
+import torch, transformers and sibling modules with single-dot relative imports.
+
+Initialisation under transformers
+---------------------------------
+`from_pretrained` builds models on the meta device, loads the checkpoint, and then calls the model's
+`_init_weights(module)` on every module (children first). Only the guarded functions of
+`transformers.initialization` may touch tensors there: they skip tensors that were loaded from the checkpoint
+(flagged `_is_hf_initialized`). The installed `transformers.initialization` provides `uniform_`, `normal_`,
+`constant_`, `ones_`, `zeros_`, `eye_`, `dirac_`, `xavier_uniform_`, `xavier_normal_`, `kaiming_uniform_`,
+`kaiming_normal_`, `trunc_normal_`, `orthogonal_`, `sparse_` and `copy_` (import it as
+`from transformers import initialization as init`).
+
+For the modules here, a model's `_init_weights` can simply call `init_module_(module)`, which restores the
+values PyTorch gives a freshly constructed module, tensor by tensor, through those guarded functions:
+
+| module | tensors | initial values |
+|---|---|---|
+| `nn.Linear`, `nn.Conv1d/2d/3d` (inside `PointwiseMLP`, `ProjectionMLP`, `MotionExcitation`), `Prototypes` | weight, bias | `init.kaiming_uniform_(w, a=sqrt(5))`, `init.uniform_(b, -1/sqrt(fan_in), 1/sqrt(fan_in))` |
+| `nn.BatchNorm1d/2d/3d` | weight, bias, running_mean, running_var, num_batches_tracked | `ones_`, `zeros_`, `zeros_`, `ones_`, `zeros_` |
+| `FeatureQueue` | queue, ptr, filled (persistent buffers) | `FeatureQueue.reset()` (guarded `init.zeros_`) |
+| `GradientReversal` | none | - |
+
+These are PyTorch's constructor defaults, which is what the MLFO authors' heads use. A model that prefers
+the transformers default (`normal_(std=initializer_range)` for linear and conv layers) may leave the linear
+layers to `super()._init_weights(module)`; `FeatureQueue` must still be reset because it is not a module
+transformers knows.
+"""
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import initialization as init
+
+__all__ = [
+    "FeatureQueue",
+    "GradientReversal",
+    "MotionExcitation",
+    "PointwiseMLP",
+    "ProjectionMLP",
+    "Prototypes",
+    "gradient_reversal",
+    "init_module_",
+    "momentum_update_",
+]
+
+
+class PointwiseMLP(nn.Sequential):
+    """Two-layer MLP applied independently at every time step: `Conv1d(k=1) -> ReLU -> Conv1d(k=1)`.
+
+    Both convolutions have a bias, there is no normalisation. The children are numbered `0` (first conv),
+    `1` (ReLU) and `2` (second conv), the layout of the MLFO authors' `project*` heads, so their state-dict keys
+    map one to one.
+
+    Args:
+        in_dim (`int`): input channels C.
+        out_dim (`int`, defaults to 128): output channels.
+        hidden_dim (`int`, *optional*): hidden channels; defaults to `in_dim`.
+
+    Shapes:
+        input `[B, in_dim, T]` -> output `[B, out_dim, T]`.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None):
+        hidden_dim = in_dim if hidden_dim is None else hidden_dim
+        _check_positive(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim)
+        super().__init__(
+            nn.Conv1d(in_dim, hidden_dim, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden_dim, out_dim, kernel_size=1),
+        )
+        self.in_dim, self.out_dim, self.hidden_dim = in_dim, out_dim, hidden_dim
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.ndim != 3 or hidden_states.shape[1] != self.in_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape [B, {self.in_dim}, T], "
+                f"got {tuple(hidden_states.shape)}."
+            )
+        return super().forward(hidden_states)
+
+
+class ProjectionMLP(nn.Sequential):
+    """Two-layer MLP on vectors: `Linear -> BatchNorm1d -> ReLU -> Linear` (the BN is optional).
+
+    MLFO's global head is `ProjectionMLP(512, 512, 128)`; HDC's heads are `ProjectionMLP(C, C, 128)`. Children
+    are numbered `0..3` (`0..2` without batch norm), the layout of the MLFO authors' `project_global`.
+
+    Args:
+        in_dim (`int`): input features.
+        hidden_dim (`int`): hidden features.
+        out_dim (`int`): output features.
+        batch_norm (`bool`, defaults to `True`): insert `BatchNorm1d(hidden_dim)` after the first layer.
+
+    Shapes:
+        input `[B, in_dim]` -> output `[B, out_dim]`.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = True):
+        _check_positive(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim)
+        layers = [nn.Linear(in_dim, hidden_dim)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
+        super().__init__(*layers)
+        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.ndim != 2 or hidden_states.shape[1] != self.in_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape [B, {self.in_dim}], got {tuple(hidden_states.shape)}."
+            )
+        return super().forward(hidden_states)
+
+
+class Prototypes(nn.Linear):
+    """A bank of K learnable prototype vectors; the forward gives the scores `x @ weight.T`.
+
+    This is a bias-free `nn.Linear(dim, num_prototypes)` (state-dict key `weight`, shape `[K, dim]`). Call
+    `normalize_()` before each training step so that the rows have unit length and, for unit-length inputs, the
+    scores are cosine similarities.
+
+    Shapes:
+        input `[B, dim]` -> scores `[B, num_prototypes]`.
+    """
+
+    def __init__(self, dim: int, num_prototypes: int):
+        _check_positive(dim=dim, num_prototypes=num_prototypes)
+        super().__init__(dim, num_prototypes, bias=False)
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.out_features
+
+    @torch.no_grad()
+    def normalize_(self) -> "Prototypes":
+        """Re-normalise every prototype (row of `weight`) to unit L2 norm, in place."""
+        self.weight.copy_(F.normalize(self.weight, dim=1))
+        return self
+
+
+class MotionExcitation(nn.Module):
+    """Motion excitation: a channel gate driven by feature differences between neighbouring time steps.
+
+    For every frame t of `x` `[B, C, T, H, W]` (C' = C // reduction):
+
+        r_t  = BN(conv1x1(x_t))                       C -> C', no bias         (conv1, bn1)
+        r'_t = depthwise conv3x3(r_t)                 C' groups, no bias       (conv2)
+        m_t  = r'_{t+1} - r_t for t < T-1,  m_{T-1} = 0
+        a_t  = sigmoid(BN(conv1x1(spatial_mean(m_t)))) - 1/2    C' -> C, no bias   (conv3, bn3)
+        out_t = x_t + a_t * x_t
+
+    The per-frame convolutions are `Conv2d` and the norms `BatchNorm2d` over `[B*T, ...]`, named `conv1`,
+    `bn1`, `conv2`, `conv3`, `bn3`, so the MLFO authors' `MEBlock` weights load one to one.
+
+    Args:
+        channels (`int`): C.
+        reduction (`int`, defaults to 16): channel reduction of the motion branch.
+
+    Shapes:
+        input `[B, C, T, H, W]` -> output `[B, C, T, H, W]`.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16):
+        _check_positive(channels=channels, reduction=reduction)
+        if channels // reduction < 1:
+            raise ValueError(f"`channels` ({channels}) must be at least `reduction` ({reduction}).")
+        super().__init__()
+        self.channels = channels
+        self.reduction = reduction
+        reduced = channels // reduction
+        self.conv1 = nn.Conv2d(channels, reduced, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(reduced)
+        self.conv2 = nn.Conv2d(reduced, reduced, kernel_size=3, padding=1, groups=reduced, bias=False)
+        self.conv3 = nn.Conv2d(reduced, channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.ndim != 5 or hidden_states.shape[1] != self.channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape [B, {self.channels}, T, H, W], "
+                f"got {tuple(hidden_states.shape)}."
+            )
+        batch, channels, steps, height, width = hidden_states.shape
+        # Frames become batch items so that every 2D op runs on all frames at once.
+        frames = hidden_states.transpose(1, 2).reshape(batch * steps, channels, height, width)
+        reduced = self.bn1(self.conv1(frames))
+        shifted = self.conv2(reduced)
+        reduced = reduced.view(batch, steps, -1, height, width)
+        shifted = shifted.view(batch, steps, -1, height, width)
+        # The spatial mean is linear, so taking it before the difference gives the same m and is cheaper.
+        motion = shifted[:, 1:].mean(dim=(3, 4)) - reduced[:, :-1].mean(dim=(3, 4))  # [B, T-1, C']
+        motion = F.pad(motion, (0, 0, 0, 1))  # zero motion at the last step: [B, T, C']
+        motion = motion.reshape(batch * steps, -1, 1, 1)
+        gate = torch.sigmoid(self.bn3(self.conv3(motion))) - 0.5  # [B*T, C, 1, 1]
+        out = frames + gate * frames
+        return out.view(batch, steps, channels, height, width).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}"
+
+
+class _GradientReversalFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden_states: torch.Tensor, strength: float) -> torch.Tensor:
+        ctx.strength = strength
+        return hidden_states.view_as(hidden_states)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output * (-ctx.strength), None
+
+
+def gradient_reversal(hidden_states: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the incoming gradient by `-strength` in the backward pass."""
+    return _GradientReversalFunction.apply(hidden_states, float(strength))
+
+
+class GradientReversal(nn.Module):
+    """Gradient reversal layer (Ganin & Lempitsky): identity forward, gradient times `-strength` backward.
+
+    `strength` is a plain attribute so that a schedule can set it every step (e.g. a ramp from 0 to lambda). It is
+    not part of the state dict.
+    """
+
+    def __init__(self, strength: float = 1.0):
+        super().__init__()
+        self.strength = float(strength)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return gradient_reversal(hidden_states, self.strength)
+
+    def extra_repr(self) -> str:
+        return f"strength={self.strength}"
+
+
+class FeatureQueue(nn.Module):
+    """First-in-first-out queue of `size` keys of dimension `dim` (MoCo-style negatives, score queues).
+
+    The state is three persistent buffers, so it travels with `save_state` / `save_pretrained`:
+    `queue` `[size, dim]` (float32, zeros for empty slots), `ptr` (long scalar: the slot written next) and
+    `filled` (long scalar: how many slots hold keys). Slots fill from 0 upwards and wrap around only once the
+    queue is full, so the valid keys are always `queue[:filled]` (in storage order, not age order).
+
+    `enqueue(keys)` writes the keys as if they were pushed one by one: a batch larger than the queue leaves only
+    its last `size` keys. Nothing in `enqueue` or `valid_mask` needs a host-device synchronisation. In
+    distributed training enqueue the keys gathered from all ranks so every rank holds the same queue.
+
+    Args:
+        dim (`int`): key dimension.
+        size (`int`): number of slots.
+    """
+
+    def __init__(self, dim: int, size: int):
+        _check_positive(dim=dim, size=size)
+        super().__init__()
+        self.dim = dim
+        self.size = size
+        # Zeros, not random keys: from_pretrained re-initialises buffers, which must be deterministic.
+        self.register_buffer("queue", torch.zeros(size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def reset(self) -> None:
+        """Empty the queue through `transformers.initialization`, for a model's `_init_weights`.
+
+        Buffers that `from_pretrained` loaded from a checkpoint are left untouched; use `clear()` to empty the
+        queue unconditionally.
+        """
+        init.zeros_(self.queue)
+        init.zeros_(self.ptr)
+        init.zeros_(self.filled)
+
+    @torch.no_grad()
+    def clear(self) -> None:
+        """Empty the queue unconditionally."""
+        self.queue.zero_()
+        self.ptr.zero_()
+        self.filled.zero_()
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Push `keys` `[B, dim]` (detached, cast to the queue's dtype), overwriting the oldest keys when full."""
+        if not isinstance(keys, torch.Tensor) or keys.ndim != 2 or keys.shape[1] != self.dim:
+            got = tuple(keys.shape) if isinstance(keys, torch.Tensor) else type(keys).__name__
+            raise ValueError(
+                f"{type(self).__name__}.enqueue expects keys of shape [B, {self.dim}], got {got}."
+            )
+        num_keys = keys.shape[0]
+        if num_keys == 0:
+            return
+        # Keys older than the last `size` of the batch would be overwritten within the same push.
+        skipped = max(num_keys - self.size, 0)
+        kept = keys[skipped:]
+        slots = (self.ptr + skipped + torch.arange(kept.shape[0], device=self.queue.device)) % self.size
+        self.queue.index_copy_(0, slots, kept.detach().to(device=self.queue.device, dtype=self.queue.dtype))
+        self.ptr.copy_((self.ptr + num_keys) % self.size)
+        self.filled.copy_(torch.clamp(self.filled + num_keys, max=self.size))
+
+    def valid_mask(self) -> torch.Tensor:
+        """`[size]` bool, `True` for slots that hold a key (e.g. `~mask` as an `info_nce` ignore mask)."""
+        return torch.arange(self.size, device=self.queue.device) < self.filled
+
+    def valid_keys(self) -> torch.Tensor:
+        """The keys held, `[filled, dim]` (reads `filled` on the host: one synchronisation on accelerators)."""
+        return self.queue[: int(self.filled)]
+
+    def __len__(self) -> int:
+        return int(self.filled)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, size={self.size}"
+
+
+@torch.no_grad()
+def momentum_update_(
+    target_params: Iterable[torch.Tensor], online_params: Iterable[torch.Tensor], momentum: float
+) -> None:
+    """Exponential moving average in place: `target <- momentum * target + (1 - momentum) * online`.
+
+    Pairs the two iterables in order (e.g. `momentum_encoder.parameters()` and `encoder.parameters()`), with one
+    fused `_foreach` kernel per op. Buffers (BN running statistics) are not parameters and are not averaged.
+    """
+    target_params, online_params = list(target_params), list(online_params)
+    if len(target_params) != len(online_params):
+        raise ValueError(
+            f"momentum_update_ needs as many target as online tensors, got {len(target_params)} and "
+            f"{len(online_params)}."
+        )
+    for index, (target, online) in enumerate(zip(target_params, online_params)):
+        if target.shape != online.shape:
+            raise ValueError(
+                f"momentum_update_: tensor {index} has shape {tuple(target.shape)} in the target and "
+                f"{tuple(online.shape)} in the online model."
+            )
+    if not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"`momentum` must be a number in [0, 1], got {momentum!r}.")
+    if not target_params:
+        return
+    torch._foreach_mul_(target_params, momentum)
+    torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
+
+
+def init_module_(module: nn.Module) -> bool:
+    """Give one module's own tensors their PyTorch-constructor values through `transformers.initialization`.
+
+    Meant for a model's `_init_weights(module)`: it touches only the module's direct tensors (children are
+    visited separately) and skips tensors loaded from a checkpoint. Returns `True` when the module type is
+    handled (linear, conv, batch norm, `Prototypes`, `FeatureQueue`), `False` otherwise.
+    """
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(module.bias, -bound, bound)
+        return True
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        if module.weight is not None:
+            init.ones_(module.weight)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+        if module.running_mean is not None:
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        return True
+    if isinstance(module, FeatureQueue):
+        module.reset()
+        return True
+    return False
+
+
+def _check_positive(**sizes) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
