@@ -1,0 +1,42 @@
+"""Evaluation of frozen video encoders, CoCLR style.
+
+Typical use::
+
+    from hf_vssl.evaluation import extract_features, evaluate_features, format_results_table
+
+    train = extract_features(model, train_loader)  # VideoFeatures(features [N, D], labels [N], video_ids)
+    test = extract_features(model, test_loader)
+    results = evaluate_features(train, test)  # {"linear_probe/top1": ..., "knn/top1": ..., "retrieval/R@1": ...}
+    print(format_results_table({"pretrained": results}))
+
+All metrics are fractions in ``[0, 1]``.
+"""
+
+from .features import VideoFeatures, aggregate_by_video, encode_clips, extract_features, pooled_output
+from .linear_probe import LinearProbeClassifier, linear_probe, train_linear_probe
+from .metrics import class_indices, recall_at_k, topk_accuracy
+from .retrieval import RETRIEVAL_KS, center_and_normalize, cosine_topk, knn_classify, retrieval_recall
+from .suite import PROTOCOLS, evaluate_features, format_results_table, nest_results
+
+__all__ = [
+    "PROTOCOLS",
+    "RETRIEVAL_KS",
+    "LinearProbeClassifier",
+    "VideoFeatures",
+    "aggregate_by_video",
+    "center_and_normalize",
+    "class_indices",
+    "cosine_topk",
+    "encode_clips",
+    "evaluate_features",
+    "extract_features",
+    "format_results_table",
+    "knn_classify",
+    "linear_probe",
+    "nest_results",
+    "pooled_output",
+    "recall_at_k",
+    "retrieval_recall",
+    "topk_accuracy",
+    "train_linear_probe",
+]
