@@ -5,11 +5,9 @@ Importing the package registers every configuration, model and processor with th
 their code and load with ``trust_remote_code=True`` where hf_vssl is not installed.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForVideoClassification,
-)
+from typing import NamedTuple
+
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 from .backbones import BACKBONE_LAYOUTS, StageInfo, VideoResNet, convert_torchvision_state_dict
 from .configuration_ctrlaug import CtrlAugConfig
@@ -18,21 +16,38 @@ from .configuration_mlfo import MLFOConfig
 from .configuration_vssl import VideoSSLConfig
 from .modeling_ctrlaug import CtrlAugForVideoClassification, CtrlAugModel, CtrlAugPreTrainedModel
 from .modeling_hdc import HDCForVideoClassification, HDCModel, HDCPreTrainedModel
-from .modeling_mlfo import MLFOForVideoClassification, MLFOModel, MLFOPreTrainedModel
+from .modeling_mlfo import (
+    MLFOForPreTraining,
+    MLFOForVideoClassification,
+    MLFOModel,
+    MLFOPreTrainedModel,
+    MLFOPreTrainingOutput,
+)
 
 __version__ = "0.1.0"
 
-# One entry per method: (config, encoder, classifier). Everything that iterates over methods reads this table.
+
+class MethodClasses(NamedTuple):
+    """The classes of one method; everything that iterates over methods reads ``METHODS``."""
+
+    config: type
+    model: type
+    classifier: type
+    pretraining: type | None = None
+
+
 METHODS = {
-    "mlfo": (MLFOConfig, MLFOModel, MLFOForVideoClassification),
-    "ctrlaug": (CtrlAugConfig, CtrlAugModel, CtrlAugForVideoClassification),
-    "hdc": (HDCConfig, HDCModel, HDCForVideoClassification),
+    "mlfo": MethodClasses(MLFOConfig, MLFOModel, MLFOForVideoClassification, MLFOForPreTraining),
+    "ctrlaug": MethodClasses(CtrlAugConfig, CtrlAugModel, CtrlAugForVideoClassification),
+    "hdc": MethodClasses(HDCConfig, HDCModel, HDCForVideoClassification),
 }
 
-for _model_type, (_config, _encoder, _classifier) in METHODS.items():
-    AutoConfig.register(_model_type, _config, exist_ok=True)
-    AutoModel.register(_config, _encoder, exist_ok=True)
-    AutoModelForVideoClassification.register(_config, _classifier, exist_ok=True)
+for _model_type, _classes in METHODS.items():
+    AutoConfig.register(_model_type, _classes.config, exist_ok=True)
+    AutoModel.register(_classes.config, _classes.model, exist_ok=True)
+    AutoModelForVideoClassification.register(_classes.config, _classes.classifier, exist_ok=True)
+    if _classes.pretraining is not None:
+        AutoModelForPreTraining.register(_classes.config, _classes.pretraining, exist_ok=True)
 
 __all__ = [
     "BACKBONE_LAYOUTS",
@@ -46,6 +61,9 @@ __all__ = [
     "HDCModel",
     "HDCPreTrainedModel",
     "MLFOConfig",
+    "MLFOForPreTraining",
+    "MLFOPreTrainingOutput",
+    "MethodClasses",
     "MLFOForVideoClassification",
     "MLFOModel",
     "MLFOPreTrainedModel",

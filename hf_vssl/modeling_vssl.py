@@ -17,6 +17,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .backbones import VideoResNet
+from .heads import init_module_
 
 
 class VideoSSLPreTrainedModel(PreTrainedModel):
@@ -47,24 +48,15 @@ class VideoSSLPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # from_pretrained builds on the meta device and calls this only for what the checkpoint lacks, so every
-        # parameter and buffer is (re)initialised here, deterministically for buffers, through the guarded
-        # transformers.initialization functions that leave loaded tensors alone.
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        # parameter and buffer is (re)initialised here, through the guarded transformers.initialization functions
+        # that leave loaded tensors alone. 3D convolutions get the fan-out Kaiming init of torchvision and of the
+        # MLFO authors' backbone; heads, norms and queues get PyTorch's constructor defaults, as the authors' heads.
+        if isinstance(module, nn.Conv3d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if module.weight is not None:
-                init.ones_(module.weight)
-                init.zeros_(module.bias)
-            if module.running_mean is not None:
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=0.01)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+        else:
+            init_module_(module)
 
 
 def clip_to_channels_first(pixel_values: torch.Tensor) -> torch.Tensor:
