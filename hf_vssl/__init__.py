@@ -9,11 +9,16 @@ from typing import NamedTuple
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
+# The module-level Auto classes: without torchvision the top-level names are placeholders.
+from transformers.models.auto.image_processing_auto import AutoImageProcessor
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
 from .backbones import BACKBONE_LAYOUTS, StageInfo, VideoResNet, convert_torchvision_state_dict
 from .configuration_ctrlaug import CtrlAugConfig
 from .configuration_hdc import HDCConfig
 from .configuration_mlfo import MLFOConfig
 from .configuration_vssl import VideoSSLConfig
+from .image_processing_vssl import VideoSSLImageProcessor
 from .modeling_ctrlaug import CtrlAugForVideoClassification, CtrlAugModel, CtrlAugPreTrainedModel
 from .modeling_hdc import HDCForVideoClassification, HDCModel, HDCPreTrainedModel
 from .modeling_mlfo import (
@@ -23,6 +28,8 @@ from .modeling_mlfo import (
     MLFOPreTrainedModel,
     MLFOPreTrainingOutput,
 )
+from .pipelines import VideoFeatureExtractionPipeline, register_pipelines
+from .video_processing_vssl import VideoDecodeError, VideoSSLVideoProcessor, read_video
 
 __version__ = "0.1.0"
 
@@ -48,6 +55,16 @@ for _model_type, _classes in METHODS.items():
     AutoModelForVideoClassification.register(_classes.config, _classes.classifier, exist_ok=True)
     if _classes.pretraining is not None:
         AutoModelForPreTraining.register(_classes.config, _classes.pretraining, exist_ok=True)
+    # One torch-only class for both backends: AutoImageProcessor asks for "torchvision" when it is installed.
+    AutoImageProcessor.register(
+        _classes.config,
+        image_processor_classes={"pil": VideoSSLImageProcessor, "torchvision": VideoSSLImageProcessor},
+        exist_ok=True,
+    )
+    # Positional: the keyword differs between transformers 5.17 and 5.23.
+    AutoVideoProcessor.register(_classes.config, VideoSSLVideoProcessor, exist_ok=True)
+
+register_pipelines()
 
 __all__ = [
     "BACKBONE_LAYOUTS",
@@ -68,7 +85,13 @@ __all__ = [
     "MLFOModel",
     "MLFOPreTrainedModel",
     "StageInfo",
+    "VideoDecodeError",
+    "VideoFeatureExtractionPipeline",
+    "VideoSSLImageProcessor",
+    "VideoSSLVideoProcessor",
     "VideoResNet",
     "VideoSSLConfig",
     "convert_torchvision_state_dict",
+    "read_video",
+    "register_pipelines",
 ]
