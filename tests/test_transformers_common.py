@@ -35,13 +35,14 @@ from transformers_shared_tests.test_modeling_common import ModelTesterMixin, flo
 
 
 class VideoSSLModelTester:
-    def __init__(self, parent, config_class, backbone, batch_size=2, num_labels=3):
+    def __init__(self, parent, config_class, backbone, batch_size=2, num_labels=3, **config_overrides):
         self.parent = parent
         self.config_class = config_class
         self.backbone = backbone
         self.batch_size = batch_size
         self.num_labels = num_labels
-        self.num_frames = TINY_BACKBONE["num_frames"]
+        self.config_overrides = config_overrides
+        self.num_frames = config_overrides.get("num_frames", TINY_BACKBONE["num_frames"])
         self.image_size = TINY_BACKBONE["image_size"]
         self.num_channels = 3
         self.is_training = True
@@ -49,7 +50,9 @@ class VideoSSLModelTester:
         self.expected_num_hidden_layers = 4
 
     def get_config(self):
-        return self.config_class(backbone=self.backbone, num_labels=self.num_labels, **TINY_BACKBONE)
+        return self.config_class(
+            backbone=self.backbone, num_labels=self.num_labels, **{**TINY_BACKBONE, **self.config_overrides}
+        )
 
     def prepare_config_and_inputs(self):
         pixel_values = floats_tensor(
@@ -68,6 +71,8 @@ class VideoSSLCommonTests(ModelTesterMixin):
 
     method: str
     backbone: str
+    # Small pretraining heads (and the clip length the method's objective needs).
+    config_overrides: dict = {}
     # A CNN encoder: no attention, no token embeddings, no generation.
     has_attentions = False
     test_resize_embeddings = False
@@ -76,9 +81,9 @@ class VideoSSLCommonTests(ModelTesterMixin):
     test_head_masking = False
 
     def setUp(self):
-        config_class, encoder, classifier = hf_vssl.METHODS[self.method]
-        self.all_model_classes = (encoder, classifier)
-        self.model_tester = VideoSSLModelTester(self, config_class, self.backbone)
+        config_class, encoder, classifier, pretraining = hf_vssl.METHODS[self.method]
+        self.all_model_classes = (encoder, classifier) + ((pretraining,) if pretraining else ())
+        self.model_tester = VideoSSLModelTester(self, config_class, self.backbone, **self.config_overrides)
         self.config_tester = ConfigTester(
             self, config_class=config_class, has_text_modality=False, common_properties=[]
         )
@@ -87,8 +92,16 @@ class VideoSSLCommonTests(ModelTesterMixin):
         patcher.start()
         self.addCleanup(patcher.stop)
 
+    @staticmethod
+    def _is_pretraining(model_class):
+        return model_class.__name__.endswith("ForPreTraining")
+
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
+        if self._is_pretraining(model_class):
+            # Pretraining models take the views of their recipe: [B, V, T, C, H, W].
+            clip = inputs_dict["pixel_values"]
+            inputs_dict["pixel_values"] = torch.stack([clip, clip.flip(1), clip.roll(1, dims=-1)], dim=1)
         if return_labels and model_class.__name__.endswith("ForVideoClassification"):
             # Fixed labels: the mixin prepares inputs more than once and compares the outputs.
             inputs_dict["labels"] = torch.arange(self.model_tester.batch_size) % self.model_tester.num_labels
@@ -112,23 +125,24 @@ class VideoSSLCommonTests(ModelTesterMixin):
         for model_class in self.all_model_classes:
             model = model_class(config).eval()
             with torch.no_grad():
-                outputs = model(**inputs_dict, output_hidden_states=True)
+                outputs = model(
+                    **self._prepare_for_class(inputs_dict, model_class), output_hidden_states=True
+                )
             hidden_states = outputs.hidden_states
             self.assertEqual(len(hidden_states), 4)
+            # A pretraining model encodes every view of every video.
+            clips = self.model_tester.batch_size * (3 if self._is_pretraining(model_class) else 1)
             for state, info in zip(hidden_states, model.base_model.feature_info):
                 t, h, w = info.stride
-                expected = [
-                    self.model_tester.batch_size,
-                    info.num_channels,
-                    frames // t,
-                    -(-size // h),
-                    -(-size // w),
-                ]
+                expected = [clips, info.num_channels, frames // t, -(-size // h), -(-size // w)]
                 self.assertListEqual(list(state.shape), expected)
 
 
 class MLFOCommonTest(VideoSSLCommonTests, unittest.TestCase):
     method, backbone = "mlfo", "r3d_hara"
+    config_overrides = dict(
+        num_frames=16, projection_dim=16, num_prototypes=10, logit_queue_size=8, motion_excitation_reduction=4
+    )
 
 
 class CtrlAugCommonTest(VideoSSLCommonTests, unittest.TestCase):
