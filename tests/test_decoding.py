@@ -1,0 +1,330 @@
+"""Frame-exact PyAV decoding (hf_vssl.data.decoding) on real encoded files."""
+
+import io
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hf_vssl.data.decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+
+from .video_factory import (
+    CODECS,
+    encode_to_bytes,
+    index_frames,
+    read_index,
+    vfr_timestamps,
+    write_bad_files,
+    write_index_video,
+    write_one_frame_video,
+    write_vfr_index_video,
+)
+
+LONG_FRAMES, LONG_GOP = 300, 32
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory):
+    """300-frame index videos with a keyframe every 32 frames, one per codec (h264 has B-frames)."""
+    folder = tmp_path_factory.mktemp("long")
+    return {
+        codec: write_index_video(
+            folder / f"long_{codec}.mp4", LONG_FRAMES, (48, 64), codec=codec, gop=LONG_GOP
+        )
+        for codec in CODECS
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    return write_bad_files(tmp_path_factory.mktemp("bad"))
+
+
+def index_lists(num_frames: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    stride = 2.37  # a real-valued stride as clip samplers draw it, rounded to frame positions
+    return {
+        "random": rng.integers(0, num_frames, 24),
+        "strided": np.round(np.arange(16) * stride + 40.3).astype(int),
+        "reverse": np.arange(num_frames - 1, -1, -11),
+        "repeats": np.array([7, 7, 3, 250, 7, 3, 3]),
+        "deep_seek": np.array([290, 291, 299, 260]),
+        "first_and_last": np.array([0, num_frames - 1]),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# exactness
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("codec", CODECS)
+def test_exact_frames_for_every_index_pattern(long_videos, codec):
+    with VideoReader(long_videos[codec]) as reader:
+        assert reader.info == VideoInfo(num_frames=LONG_FRAMES, fps=pytest.approx(25.0), height=48, width=64)
+        assert reader.keyframe_indices == list(range(0, LONG_FRAMES, LONG_GOP))
+        for name, indices in index_lists(LONG_FRAMES).items():
+            frames = reader.get_frames(indices)
+            assert frames.shape == (len(indices), 48, 64, 3) and frames.dtype == np.uint8, name
+            assert read_index(frames).tolist() == indices.tolist(), name
+
+
+def test_accepts_lists_ranges_and_integer_floats(long_videos):
+    with VideoReader(long_videos["mpeg4"]) as reader:
+        assert read_index(reader.get_frames(range(5, 9))).tolist() == [5, 6, 7, 8]
+        assert read_index(reader.get_frames([9.0, 2.0])).tolist() == [9, 2]
+        assert read_index(reader.get_frames(np.array([4], dtype=np.int32))).tolist() == [4]
+        assert reader.get_frames([]).shape == (0, 48, 64, 3)
+        with pytest.raises(ValueError, match="integers"):
+            reader.get_frames([1.5])
+
+
+def test_seeks_instead_of_decoding_everything(long_videos):
+    """Frames near the end cost one GOP, not the whole file; far-apart frames are reached by seeking."""
+    decoded = []
+
+    class CountingReader(VideoReader):
+        def _demux_decode(self):
+            for frame in super()._demux_decode():
+                decoded.append(frame.pts)
+                yield frame
+
+    with CountingReader(long_videos["libx264"]) as reader:
+        assert read_index(reader.get_frames([290])).tolist() == [290]
+        # keyframe 288 -> 290, plus what the B-frame reorder delay holds back
+        assert len(decoded) <= 8
+        decoded.clear()
+        assert read_index(reader.get_frames([5, 200])).tolist() == [5, 200]
+        assert len(decoded) <= 2 * LONG_GOP  # two short runs, not frames 5..200
+
+
+def test_variable_frame_rate_uses_timestamps(tmp_path):
+    path, pts = write_vfr_index_video(tmp_path / "vfr.mp4", num_frames=60, seed=3)
+    gaps = np.diff(pts)
+    assert gaps.min() * 3 < gaps.max()  # really variable: fps arithmetic would pick wrong frames
+    with VideoReader(path) as reader:
+        assert reader.info.num_frames == 60
+        expected_fps = (len(pts) - 1) / ((pts[-1] - pts[0]) / 1000)
+        assert reader.info.fps == pytest.approx(expected_fps, rel=0.01)
+        indices = np.random.default_rng(0).permutation(60)
+        assert read_index(reader.get_frames(indices)).tolist() == indices.tolist()
+        # the frame that sits at the middle *time* is not the middle *index*; we return by index
+        assert read_index(reader.get_frames([30])).tolist() == [30]
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270, -90])
+def test_rotation_metadata_gives_display_orientation(tmp_path, rotation):
+    path = write_index_video(tmp_path / "rot.mp4", 12, (48, 80), rotation=rotation)
+    quarter_turns = (rotation // 90) % 4
+    with VideoReader(path) as reader:
+        assert reader.rotation == quarter_turns * 90
+        portrait = quarter_turns % 2 == 1
+        assert (reader.info.height, reader.info.width) == ((80, 48) if portrait else (48, 80))
+        frames = reader.get_frames([3, 11, 0])
+        assert frames.shape == (3, *((80, 48) if portrait else (48, 80)), 3)
+        # counter-clockwise display rotation: undoing it must give back the stored index pattern
+        assert read_index(np.rot90(frames, -quarter_turns, axes=(1, 2))).tolist() == [3, 11, 0]
+        resized = reader.get_frames([5], size=(40, 30))  # size is in display orientation
+        assert resized.shape == (1, 40, 30, 3)
+        assert read_index(np.rot90(resized, -quarter_turns, axes=(1, 2))).tolist() == [5]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_odd_sizes_and_resize(tmp_path, codec):
+    path = write_index_video(tmp_path / f"odd_{codec}.mp4", 20, (61, 97), codec=codec, gop=6)
+    with VideoReader(path) as reader:
+        assert (reader.info.height, reader.info.width) == (61, 97)
+        assert read_index(reader.get_frames([19, 0, 8])).tolist() == [19, 0, 8]
+        small = reader.get_frames([4, 4, 13], size=(33, 47))
+        assert small.shape == (3, 33, 47, 3)
+        assert read_index(small).tolist() == [4, 4, 13]
+
+
+def test_resized_frames_match_a_resize_of_full_frames(long_videos):
+    with VideoReader(long_videos["mpeg4"]) as reader:
+        full = reader.get_frames([10]).astype(np.float32)
+        half = reader.get_frames([10], size=(24, 32)).astype(np.float32)
+    block_mean = full.reshape(1, 24, 2, 32, 2, 3).mean(axis=(2, 4))
+    assert np.abs(half - block_mean).mean() < 8
+
+
+def test_container_formats(tmp_path):
+    frames = index_frames(30, (32, 48))
+    for name, codec in [("clip.mkv", "libx264"), ("clip.webm", "libvpx-vp9"), ("clip.avi", "mpeg4")]:
+        path = tmp_path / name
+        from .video_factory import write_video
+
+        write_video(path, frames, codec=codec, gop=7)
+        with VideoReader(path) as reader:
+            assert reader.info.num_frames == 30, name
+            assert read_index(reader.get_frames([29, 1, 15])).tolist() == [29, 1, 15], name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------------------
+def test_every_input_kind_gives_the_same_frames(long_videos):
+    path = long_videos["libx264"]
+    data = Path(path).read_bytes()
+    indices = [100, 3, 100]
+    expected = read_frames(path, indices)
+    sources = {
+        "str": str(path),
+        "path": Path(path),
+        "bytes": data,
+        "bytearray": bytearray(data),
+        "file": io.BytesIO(data),
+        "dict_bytes": {"bytes": data, "path": "ignored.mp4"},
+        "dict_path": {"bytes": None, "path": str(path)},
+        "file_url": f"file://{path}",
+    }
+    for kind, src in sources.items():
+        np.testing.assert_array_equal(read_frames(src, indices), expected, err_msg=kind)
+
+
+def test_one_frame_video(tmp_path):
+    with VideoReader(write_one_frame_video(tmp_path / "one.mp4")) as reader:
+        assert reader.info.num_frames == 1
+        assert read_index(reader.get_frames([0, 0, 0])).tolist() == [0, 0, 0]
+
+
+def test_in_memory_encoded_bytes():
+    data = encode_to_bytes(index_frames(10, (32, 32)), codec="mpeg4", container_format="matroska")
+    assert read_index(read_frames(data, [9, 0])).tolist() == [9, 0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bad inputs
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("empty", "empty file"),
+        ("text", "cannot open"),
+        ("audio_only", "no video stream"),
+        ("truncated_no_index", "cannot open"),
+    ],
+)
+def test_unusable_files_raise_naming_the_file(bad_files, kind, reason):
+    path = bad_files[kind]
+    with pytest.raises(VideoDecodeError) as info:
+        VideoReader(path)
+    assert info.value.reason == reason
+    assert info.value.source == str(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_file_decodes_what_exists_and_raises_for_the_rest(bad_files):
+    path = bad_files["truncated"]
+    with VideoReader(path) as reader:
+        assert reader.info.num_frames == 60  # what the file announces
+        assert 0 < reader.decodable_frames < 60
+        ok = list(range(reader.decodable_frames))
+        assert read_index(reader.get_frames(ok)).tolist() == ok
+        with pytest.raises(VideoDecodeError, match="truncated") as info:
+            reader.get_frames([0, 59])
+        assert info.value.reason == "truncated" and str(path) in str(info.value)
+
+
+def test_missing_file_and_empty_bytes():
+    with pytest.raises(VideoDecodeError, match="cannot open") as info:
+        VideoReader("/nonexistent/clip.mp4")
+    assert "/nonexistent/clip.mp4" in str(info.value)
+    with pytest.raises(VideoDecodeError, match="empty file"):
+        VideoReader(b"", name="train/abc")
+    with pytest.raises(VideoDecodeError, match="train/abc"):
+        VideoReader({"bytes": None, "path": None}, name="train/abc")
+
+
+def test_out_of_range_indices(long_videos):
+    with VideoReader(long_videos["mpeg4"]) as reader:
+        for bad in ([LONG_FRAMES], [-1], [0, LONG_FRAMES + 5]):
+            with pytest.raises(VideoDecodeError) as info:
+                reader.get_frames(bad)
+            assert info.value.reason == "index out of range"
+            assert "long_mpeg4.mp4" in str(info.value)
+
+
+def test_closed_reader_refuses(long_videos):
+    reader = VideoReader(long_videos["mpeg4"])
+    reader.close()
+    reader.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        reader.get_frames([0])
+
+
+def test_error_survives_pickling():
+    err = pickle.loads(pickle.dumps(VideoDecodeError("a/b.mp4", "truncated", "frame 9")))
+    assert (err.source, err.reason, err.detail) == ("a/b.mp4", "truncated", "frame 9")
+
+
+def test_no_file_handle_or_memory_leak(long_videos, bad_files):
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    data = Path(long_videos["mpeg4"]).read_bytes()
+
+    def churn(n: int) -> None:
+        for i in range(n):
+            with VideoReader(long_videos["libx264"]) as reader:
+                reader.get_frames([i % LONG_FRAMES, 150])
+            read_frames(data, [i % 10])
+            for kind in ("text", "audio_only", "empty"):
+                with pytest.raises(VideoDecodeError):
+                    VideoReader(bad_files[kind])
+            VideoReader(long_videos["mpeg4"]).get_frames([1])  # never closed explicitly: GC must release it
+
+    churn(20)  # warm-up: allocator pools, codec tables
+    fds, rss = open_fds(), rss_mb()
+    churn(250)
+    assert open_fds() == fds
+    assert rss_mb() - rss < 40
+
+
+@pytest.mark.parametrize("thread_type", ["AUTO", "FRAME", "SLICE"])
+def test_threaded_decoding_gives_identical_frames(long_videos, thread_type):
+    indices = index_lists(LONG_FRAMES)["random"]
+    with VideoReader(long_videos["libx264"]) as reader:
+        expected = reader.get_frames(indices)
+    with VideoReader(long_videos["libx264"], thread_type=thread_type, thread_count=2) as reader:
+        np.testing.assert_array_equal(reader.get_frames(indices), expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# skip counter
+# ----------------------------------------------------------------------------------------------------------
+def test_skipped_videos_counts_and_warns_once_per_file(caplog):
+    skipped = SkippedVideos()
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.decoding"):
+        skipped.record("a.mp4", "truncated")
+        skipped.record("a.mp4", "truncated")
+        skipped.record(VideoDecodeError("b.mp4", "cannot open", "bad header"))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "a.mp4" in warnings[0] and "truncated" in warnings[0]
+    assert "b.mp4" in warnings[1] and "bad header" in warnings[1]
+    assert skipped.count == 3
+    assert skipped.by_reason == {"truncated": 2, "cannot open": 1}
+
+    restored = SkippedVideos()
+    restored.load_state_dict(pickle.loads(pickle.dumps(skipped.state_dict())))
+    assert (restored.count, restored.by_reason) == (3, skipped.by_reason)
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.decoding"):
+        caplog.clear()
+        restored.record("a.mp4", "truncated")  # already warned before the checkpoint
+    assert not caplog.records and restored.count == 4
+
+    total = SkippedVideos()
+    total.merge(skipped)
+    total.merge(restored.state_dict())
+    assert total.count == 7 and total.by_reason["truncated"] == 5
+
+
+def test_vfr_timestamps_helper_is_strictly_increasing():
+    pts = vfr_timestamps(50, seed=1)
+    assert pts[0] == 0 and all(b > a for a, b in zip(pts, pts[1:]))
