@@ -6,21 +6,18 @@ over the whole video; the clip transform is the one in :mod:`.image_processing_v
 ``video_processor(path, num_frames=N, do_sample_frames=True, return_tensors="pt")``.
 
 This module is shipped with pushed checkpoints as remote code: it imports only numpy, torch, av, transformers and
-its sibling ``image_processing_vssl``, never hf_vssl.
+its siblings ``image_processing_vssl`` and ``video_decoding`` (the data engine's decoder), never hf_vssl.
 """
 
 import errno
-import io
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import Unpack
-from transformers.utils import TensorType, is_av_available
+from transformers.utils import TensorType
 
 from .image_processing_vssl import (
     VideoSSLImagesKwargs,
@@ -28,20 +25,12 @@ from .image_processing_vssl import (
     clip_to_tensor,
     make_batched_videos,
 )
-
-if is_av_available():
-    import av
+from .video_decoding import VideoDecodeError, VideoReader
 
 try:  # transformers >= 5.2x: the backend-free video processor base
     from transformers.video_processing_utils import VideoProcessorMixin as _VideoProcessorBase
-except (
-    ImportError
-):  # earlier 5.x: only the torchvision-flavoured base exists; every method we use is overridden
+except ImportError:  # earlier 5.x: only the torchvision-flavoured base; every method we use is overridden
     from transformers.video_processing_utils import BaseVideoProcessor as _VideoProcessorBase
-
-
-class VideoDecodeError(ValueError):
-    """A video could not be opened or decoded. The message names the file."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -71,92 +60,11 @@ def is_video_source(obj: Any) -> bool:
     )
 
 
-def _source_name(source: Any) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, (bytes, bytearray)):
-        return f"<{len(source)} bytes of encoded video>"
-    return getattr(source, "name", None) or f"<{type(source).__name__}>"
-
-
-def _check_file(source: Any) -> None:
-    """Fail early, naming the file, on what FFmpeg would report less clearly."""
-    if isinstance(source, (bytes, bytearray)) and len(source) == 0:
-        raise VideoDecodeError("Got 0 bytes of encoded video.")
-    if not isinstance(source, (str, os.PathLike)) or "://" in os.fspath(source):
-        return
-    path = os.fspath(source)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "Video file not found", path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, "Expected a video file, got a directory", path)
-    if os.path.getsize(path) == 0:
-        raise VideoDecodeError(f"Video file is empty (0 bytes): '{path}'")
-
-
-@contextmanager
-def _open_video(source: Any) -> Iterator[tuple["av.container.InputContainer", "av.video.stream.VideoStream"]]:
-    """Open ``source`` with PyAV and yield ``(container, first video stream)``; errors name the source."""
-    name = _source_name(source)
-    if isinstance(source, (bytes, bytearray)):
-        source = io.BytesIO(source)
-    elif hasattr(source, "seek"):
-        source.seek(0)  # file objects are read more than once (count, then decode)
-    try:
-        container = av.open(os.fspath(source) if isinstance(source, os.PathLike) else source, mode="r")
-    except av.error.FFmpegError as err:
-        raise VideoDecodeError(f"Could not open '{name}' as a video: {err}") from err
-    with container:
-        if not container.streams.video:
-            kinds = sorted({stream.type for stream in container.streams}) or ["none"]
-            raise VideoDecodeError(f"'{name}' has no video stream (streams found: {', '.join(kinds)}).")
-        yield container, container.streams.video[0]
-
-
-def _count_frames(source: Any) -> int:
-    """Number of frames in the first video stream, from the container header or, where the container does not
-    store it (WebM, MKV, some MPEG-TS), by counting packets without decoding them."""
-    with _open_video(source) as (container, stream):
-        if stream.frames > 0:
-            return stream.frames
-        try:
-            return sum(1 for packet in container.demux(stream) if packet.size > 0)
-        except av.error.FFmpegError as err:
-            raise VideoDecodeError(f"Could not read '{_source_name(source)}': {err}") from err
-
-
-def _decode_frames(source: Any, indices: np.ndarray | None) -> tuple[np.ndarray | None, int]:
-    """Decode the frames at ``indices`` (all frames when ``None``) as RGB ``[T, H, W, 3]`` uint8.
-
-    Returns ``(frames, frames_decoded)``; ``frames`` is ``None`` when the video ends before the last index.
-    Frames must be decoded in order anyway (each depends on earlier ones), so this is one sequential pass that
-    converts only the frames it keeps and stops at the last one needed.
-    """
-    wanted = None if indices is None else set(indices.tolist())
-    last = None if indices is None else int(indices.max())
-    kept: dict[int, np.ndarray] = {}
-    decoded = 0
-    with _open_video(source) as (container, stream):
-        stream.thread_type = "AUTO"
-        try:
-            for position, frame in enumerate(container.decode(stream)):
-                decoded = position + 1
-                if wanted is None or position in wanted:
-                    kept[position] = frame.to_ndarray(format="rgb24")
-                if last is not None and position >= last:
-                    break
-        except av.error.FFmpegError as err:
-            raise VideoDecodeError(
-                f"Failed to decode '{_source_name(source)}' at frame {decoded}: {err}"
-            ) from err
-    order = sorted(kept) if indices is None else indices.tolist()
-    if not kept or (wanted is not None and len(kept) < len(wanted)):
-        return None, decoded
-    return np.stack([kept[i] for i in order]), decoded
-
-
 def read_video(source: Any, num_frames: int | None = None) -> np.ndarray:
     """Decode a video with PyAV, sampling ``num_frames`` frames uniformly over its whole length.
+
+    Decoding is :class:`~.video_decoding.VideoReader`'s (the data engine's): frame-exact, seeking to the keyframe
+    before the wanted frames. A truncated file is sampled over the frames that really decode.
 
     Args:
         source: a file path, URL, ``bytes`` of an encoded video, or a binary file object.
@@ -166,23 +74,22 @@ def read_video(source: Any, num_frames: int | None = None) -> np.ndarray:
         RGB frames ``[T, H, W, 3]`` uint8.
 
     Raises:
-        FileNotFoundError: the path does not exist.
+        FileNotFoundError / IsADirectoryError: the path does not exist or is a folder.
         VideoDecodeError (a ``ValueError``): the file is empty, is not a video, has no video stream, or has no
             decodable frame. Every message names the file.
     """
-    _check_file(source)
-    if not is_av_available():
-        raise ImportError("Decoding video files needs PyAV: `pip install av`.")
-    name = _source_name(source)
-    indices = None if num_frames is None else sample_frame_indices(_count_frames(source), num_frames)
-    frames, decoded = _decode_frames(source, indices)
-    if frames is None and decoded > 0 and indices is not None:
-        # The header promised more frames than the stream holds (truncated download, bad index):
-        # sample again over the frames that really decode.
-        frames, decoded = _decode_frames(source, sample_frame_indices(decoded, num_frames))
-    if frames is None:
-        raise VideoDecodeError(f"No frame of '{name}' could be decoded.")
-    return frames
+    if isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "Video file not found", path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "Expected a video file, got a directory", path)
+    with VideoReader(source) as reader:
+        total = reader.decodable_frames
+        if total == 0:
+            raise VideoDecodeError(reader.name, "truncated", "no frame can be decoded")
+        indices = np.arange(total) if num_frames is None else sample_frame_indices(total, num_frames)
+        return reader.get_frames(indices)
 
 
 # ----------------------------------------------------------------------------------------------------------

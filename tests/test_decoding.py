@@ -1,4 +1,4 @@
-"""Frame-exact PyAV decoding (hf_vssl.data.decoding) on real encoded files."""
+"""Frame-exact PyAV decoding (hf_vssl.video_decoding) on real encoded files."""
 
 import io
 import logging
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_vssl.data.decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+from hf_vssl.video_decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
 
 from .video_factory import (
     CODECS,
@@ -300,7 +300,7 @@ def test_threaded_decoding_gives_identical_frames(long_videos, thread_type):
 # ----------------------------------------------------------------------------------------------------------
 def test_skipped_videos_counts_and_warns_once_per_file(caplog):
     skipped = SkippedVideos()
-    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.decoding"):
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.video_decoding"):
         skipped.record("a.mp4", "truncated")
         skipped.record("a.mp4", "truncated")
         skipped.record(VideoDecodeError("b.mp4", "cannot open", "bad header"))
@@ -314,7 +314,7 @@ def test_skipped_videos_counts_and_warns_once_per_file(caplog):
     restored = SkippedVideos()
     restored.load_state_dict(pickle.loads(pickle.dumps(skipped.state_dict())))
     assert (restored.count, restored.by_reason) == (3, skipped.by_reason)
-    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.decoding"):
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.video_decoding"):
         caplog.clear()
         restored.record("a.mp4", "truncated")  # already warned before the checkpoint
     assert not caplog.records and restored.count == 4

@@ -310,6 +310,7 @@ def test_save_pretrained_ships_code_and_auto_map(tmp_path, clips):
         "video_preprocessor_config.json",
         "preprocessor_config.json",
         "video_processing_vssl.py",
+        "video_decoding.py",
         "image_processing_vssl.py",
     }
     video_config = json.loads((tmp_path / "video_preprocessor_config.json").read_text())

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Video
 
-from hf_vssl.data.decoding import read_frames
+from hf_vssl.video_decoding import read_frames
 from hf_vssl.data.prepare import TarShardWriter
 from hf_vssl.data.sources import (
     load_video_source,

@@ -45,7 +45,7 @@ from typing import Any
 import av
 import numpy as np
 
-from .decoding import VideoDecodeError, VideoReader
+from ..video_decoding import VideoDecodeError, VideoReader
 from .sources import load_video_source, sanitize_key, source_label_names
 
 __all__ = [
@@ -221,7 +221,7 @@ class PrepareSettings:
 def _source_bytes(video: dict) -> bytes:
     if video.get("bytes") is not None:
         return video["bytes"]
-    from .decoding import _as_av_input
+    from ..video_decoding import _as_av_input
 
     handle = _as_av_input(video, str(video.get("path")))
     if isinstance(handle, io.BytesIO):

@@ -20,7 +20,7 @@ folder with a dataset card          ``load_dataset(folder)``: exactly what a Hub
 Hub dataset id (``org/name``)       ``load_dataset(id, streaming=True)``
 ==================================  ========================================================================
 
-Decoding is left to :mod:`hf_vssl.data.decoding` (PyAV); ``torchcodec`` is never needed.
+Decoding is left to :mod:`hf_vssl.video_decoding` (PyAV); ``torchcodec`` is never needed.
 """
 
 from __future__ import annotations

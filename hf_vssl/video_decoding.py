@@ -1,0 +1,592 @@
+"""Frame-exact video decoding with PyAV.
+
+A :class:`VideoReader` opens a video once, demuxes its packet list (cheap: no decoding) to learn the exact
+presentation timestamp of every frame, and then decodes any set of frame indices by seeking to the keyframe
+before each wanted run and decoding only as far as the last wanted frame of the run.
+
+Frame index ``i`` always means "the ``i``-th frame in presentation order". Indices are mapped to timestamps
+through the demuxed packet timestamps, never through ``fps`` arithmetic, so variable-frame-rate videos, B-frame
+reordering and MP4 edit lists are handled exactly. Frames come back in display orientation (rotation metadata
+applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``; ``size=(height, width)`` resizes inside FFmpeg's pixel
+format conversion (swscale), which costs about as much as the conversion alone.
+
+Broken inputs raise :class:`VideoDecodeError` naming the file; :class:`SkippedVideos` counts them for the
+data loader's skip-and-continue policy.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import logging
+import os
+from collections import Counter
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import av
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VideoDecodeError",
+    "VideoInfo",
+    "VideoReader",
+    "read_frames",
+    "SkippedVideos",
+    "video_source_name",
+]
+
+VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | dict
+
+# Decoder threading. Measured on 2 shared cores (see the module docstring of benchmarks or the test report):
+# frame threading adds a pipeline delay of `thread_count` frames that every seek pays again, and slice
+# threading only helps large frames; data loading already runs one worker per core. So one thread per reader.
+DEFAULT_THREAD_TYPE = "NONE"
+DEFAULT_THREAD_COUNT = 1
+SWSCALE_THREADS = 1  # FFmpeg's threaded swscale is not bit-reproducible for every conversion
+
+
+class VideoDecodeError(ValueError):
+    """A video that cannot be used: unreadable, empty, no video stream, truncated, or indices out of range.
+
+    Attributes:
+        source: the file name or dataset key of the video.
+        reason: a short, stable category (``"empty file"``, ``"cannot open"``, ``"no video stream"``,
+            ``"truncated"``, ``"decode failed"``, ``"index out of range"``); good for counting.
+        detail: free-form details (FFmpeg's message, the failing index, ...).
+    """
+
+    def __init__(self, source: str, reason: str, detail: str | None = None):
+        self.source = str(source)
+        self.reason = reason
+        self.detail = detail
+        message = f"cannot decode video '{self.source}': {reason}"
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+    def __reduce__(self):  # picklable across DataLoader worker processes
+        return (type(self), (self.source, self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Stream facts of an opened video.
+
+    Attributes:
+        num_frames: exact number of frames (presentation order positions ``0 .. num_frames - 1``).
+        fps: average frame rate (frames / duration); informative only, never used to locate frames.
+        height: display height in pixels, after rotation metadata is applied.
+        width: display width in pixels, after rotation metadata is applied.
+    """
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+def video_source_name(src: Any, name: str | None = None) -> str:
+    """A human-readable name for ``src`` used in errors and warnings."""
+    if name is not None:
+        return str(name)
+    if isinstance(src, dict):
+        return str(src.get("path") or "<video bytes>")
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return "<video bytes>"
+    return str(getattr(src, "name", "<video file object>"))
+
+
+def _read_remote(url: str) -> bytes:
+    # hf://, http(s)://, s3:// ... as yielded by streaming Hub datasets with Video(decode=False). Inside `try` so
+    # that checkpoints carrying this file as remote code do not require `datasets` where it is never used.
+    try:
+        from datasets.utils.file_utils import xopen
+    except ImportError as err:
+        raise VideoDecodeError(url, "cannot open", "remote paths need the `datasets` package") from err
+
+    with xopen(url, "rb") as handle:
+        return handle.read()
+
+
+def _as_av_input(src: Any, name: str) -> str | BinaryIO:
+    """Normalise a video source to something ``av.open`` accepts, raising clear errors for empty inputs."""
+    if isinstance(src, dict):
+        data, path = src.get("bytes"), src.get("path")
+        if data is not None:
+            src = data
+        elif path:
+            src = path
+        else:
+            raise VideoDecodeError(name, "cannot open", "video entry has neither bytes nor path")
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise VideoDecodeError(name, "empty file", "0 bytes")
+        return io.BytesIO(src)
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        if "://" in path and not path.startswith("file://"):
+            return _as_av_input(_read_remote(path), name)
+        path = path.removeprefix("file://")
+        try:
+            size = os.path.getsize(path)
+        except OSError as err:
+            raise VideoDecodeError(
+                name, "cannot open", f"{type(err).__name__}: {err.strerror or err}"
+            ) from None
+        if size == 0:
+            raise VideoDecodeError(name, "empty file", "0 bytes")
+        return path
+    if hasattr(src, "read"):
+        return src
+    raise TypeError(f"Unsupported video source type {type(src).__name__} for '{name}'")
+
+
+@dataclass
+class _FrameTable:
+    """Presentation-order timeline of a stream built from demuxed packets (no decoding)."""
+
+    pts: list[int]  # sorted presentation timestamps of the frames whose position is known for sure
+    keyframes: list[int]  # presentation indices of keyframes (ascending)
+    num_frames: int  # frames the file announces/contains (>= len(pts) when truncated)
+    truncated: bool
+    rotation: int  # counter-clockwise display rotation in degrees (0, 90, 180, 270)
+    timed: bool  # False: timestamps unusable, frames are counted in decode output order from the start
+
+
+class VideoReader:
+    """Random access to the frames of one video.
+
+    Args:
+        src: a path, the encoded ``bytes``, a binary file object, or a ``datasets`` video entry
+            ``{"bytes": bytes | None, "path": str | None}`` (bytes win when both are set).
+        name: name used in errors/warnings (default: the path, or ``"<video bytes>"``).
+        thread_type: FFmpeg decoder threading, ``"NONE"`` (default), ``"SLICE"``, ``"FRAME"`` or ``"AUTO"``.
+        thread_count: decoder threads (0 = FFmpeg's choice); ignored for ``"NONE"``.
+
+    Use as a context manager (or call :meth:`close`) so the file is released promptly::
+
+        with VideoReader(path) as reader:
+            clip = reader.get_frames(range(0, 32, 2), size=(128, 171))   # uint8 [16, 128, 171, 3]
+
+    Raises:
+        VideoDecodeError: the input is empty, cannot be opened, or has no video stream.
+    """
+
+    def __init__(
+        self,
+        src: VideoSource,
+        name: str | None = None,
+        *,
+        thread_type: str = DEFAULT_THREAD_TYPE,
+        thread_count: int = DEFAULT_THREAD_COUNT,
+    ):
+        self.name = video_source_name(src, name)
+        self._container = None
+        self._reformatter = av.video.reformatter.VideoReformatter()
+        self._sws_threads = SWSCALE_THREADS
+        av_input = _as_av_input(src, self.name)
+        try:
+            self._container = av.open(av_input, mode="r", metadata_errors="ignore")
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise VideoDecodeError(self.name, "cannot open", str(err)) from None
+        try:
+            if not self._container.streams.video:
+                kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+                raise VideoDecodeError(self.name, "no video stream", f"streams: {', '.join(kinds)}")
+            self._stream = self._container.streams.video[0]
+            self._format_name = self._container.format.name
+            if thread_type.upper() == "NONE":
+                self._stream.thread_count = 1  # PyAV's default would be slice threads on every core
+            else:
+                self._stream.thread_type = thread_type.upper()
+                self._stream.thread_count = thread_count
+            self._table = self._build_frame_table()
+            self._pts_to_index = {pts: i for i, pts in enumerate(self._table.pts)}
+            self.info = self._make_info()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the container (file handle and FFmpeg buffers). Safe to call twice."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # never raise from a finaliser
+            pass
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoReader({self.name!r}, {self.info})" if hasattr(self, "info") else "VideoReader(<closed>)"
+        )
+
+    @property
+    def rotation(self) -> int:
+        """Counter-clockwise display rotation in degrees that is applied to every returned frame."""
+        return self._table.rotation
+
+    @property
+    def keyframe_indices(self) -> list[int]:
+        """Presentation indices of the keyframes (seek points); ``[0]`` for streams without timestamps."""
+        return list(self._table.keyframes)
+
+    @property
+    def container_format(self) -> str:
+        """FFmpeg demuxer name(s), e.g. ``"mov,mp4,m4a,3gp,3g2,mj2"`` or ``"matroska,webm"``."""
+        return self._format_name
+
+    @property
+    def decodable_frames(self) -> int:
+        """Frames that can actually be decoded: ``info.num_frames`` unless the file is truncated."""
+        return len(self._table.pts) if self._table.timed else self._table.num_frames
+
+    # ------------------------------------------------------------------------------------------------------
+    # opening
+    # ------------------------------------------------------------------------------------------------------
+    def _build_frame_table(self) -> _FrameTable:
+        stream = self._stream
+        entries: list[tuple[int | None, int | None, bool]] = []  # (pts, dts, keyframe), decode order
+        truncated = False
+        discarded = 0
+        rotation = None
+        try:
+            for packet in self._container.demux(stream):
+                if packet.size == 0:  # end-of-stream flush marker
+                    continue
+                if packet.is_corrupt:  # a partial packet at the end of a cut-off file
+                    truncated = True
+                    continue
+                if packet.is_discard:  # edit-list pre-roll: decoded but never shown
+                    discarded += 1
+                    continue
+                entries.append((packet.pts, packet.dts, packet.is_keyframe))
+                if rotation is None and packet.is_keyframe:
+                    # The display matrix reaches us only on decoded frames: decode this one keyframe (drained
+                    # at once, not after the B-frame delay) while demuxing; later seeks reset the decoder.
+                    rotation = self._keyframe_rotation(packet)
+        except av.FFmpegError:
+            truncated = True
+        if not entries:
+            raise VideoDecodeError(
+                self.name, "truncated" if truncated else "decode failed", "no video frames"
+            )
+        declared = max(int(stream.frames or 0), 0)
+        if declared > len(entries) + discarded:
+            truncated = True
+
+        all_pts = [pts for pts, _, _ in entries]
+        timed = None not in all_pts and len(set(all_pts)) == len(all_pts)
+        if not timed:
+            # No usable timestamps (raw streams, some AVIs): positions are counted from the start.
+            keys = [i for i, (_, _, key) in enumerate(entries) if key] or [0]
+            return _FrameTable([], keys[:1], len(entries), truncated, rotation or 0, timed=False)
+
+        pts_sorted = sorted(all_pts)
+        if truncated:
+            # Frames missing after the cut all have pts >= their dts > the last readable dts, so frames up to
+            # that timestamp are exactly positions 0..k-1; readable frames after it may have unknown gaps.
+            last_dts = entries[-1][1]
+            limit = last_dts if last_dts is not None else max(p for p, _, key in entries if key)
+            pts_sorted = pts_sorted[: bisect.bisect_right(pts_sorted, limit)]
+        position = {pts: i for i, pts in enumerate(pts_sorted)}
+        keyframes = sorted(position[pts] for pts, _, key in entries if key and pts in position)
+        if not keyframes or keyframes[0] != 0:
+            keyframes.insert(0, 0)  # decoding must start at the first packet anyway
+        num_frames = max(declared, len(pts_sorted)) if truncated else len(pts_sorted)
+        return _FrameTable(pts_sorted, keyframes, num_frames, truncated, rotation or 0, timed=True)
+
+    def _keyframe_rotation(self, packet: av.Packet) -> int:
+        try:
+            frames = self._stream.decode(packet) or self._stream.decode(None)
+        except av.FFmpegError:
+            return 0
+        return _normalise_rotation(frames[0].rotation) if frames else 0
+
+    def _make_info(self) -> VideoInfo:
+        ctx = self._stream.codec_context
+        height, width = int(ctx.height), int(ctx.width)
+        if self._table.rotation in (90, 270):
+            height, width = width, height
+        return VideoInfo(self._table.num_frames, self._average_fps(), height, width)
+
+    def _average_fps(self) -> float:
+        table, stream = self._table, self._stream
+        if table.timed and len(table.pts) > 1 and stream.time_base:
+            duration = (table.pts[-1] - table.pts[0]) * float(stream.time_base)
+            if duration > 0:
+                return (len(table.pts) - 1) / duration
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return float(rate) if rate else 0.0
+
+    # ------------------------------------------------------------------------------------------------------
+    # decoding
+    # ------------------------------------------------------------------------------------------------------
+    def get_frames(
+        self, indices: Sequence[int] | np.ndarray, size: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """Decode the frames at ``indices`` (presentation order), in the order given.
+
+        Args:
+            indices: integer frame positions in ``[0, info.num_frames)``; any order, repeats allowed.
+            size: optional ``(height, width)`` of the returned frames (display orientation); the resize runs
+                inside the YUV->RGB conversion.
+
+        Returns:
+            ``uint8`` array ``[len(indices), H, W, 3]`` (RGB).
+
+        Raises:
+            VideoDecodeError: an index is out of range, or a wanted frame cannot be decoded (truncated or
+                damaged file).
+        """
+        if self._container is None:
+            raise ValueError(f"VideoReader for '{self.name}' is closed")
+        wanted = self._check_indices(indices)
+        out_h, out_w = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"size must be positive (height, width), got {size}")
+        out = np.empty((wanted.size, out_h, out_w, 3), dtype=np.uint8)
+        if wanted.size == 0:
+            return out
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        # positions in `out` for each unique index, as slices of one argsort (no per-frame Python search)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
+        for k, frame in enumerate(self._decode_sorted(unique.tolist())):
+            self._convert_into(frame, out, order[bounds[k] : bounds[k + 1]], out_h, out_w)
+        return out
+
+    def iter_frames(self, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """Yield every frame in presentation order as ``uint8`` ``[H, W, 3]`` (for re-encoding whole videos)."""
+        out_h, out_w = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
+        buffer = np.empty((1, out_h, out_w, 3), dtype=np.uint8)
+        for frame in self._decode_sorted(list(range(self.info.num_frames))):
+            self._convert_into(frame, buffer, [0], out_h, out_w)
+            yield buffer[0].copy()
+
+    def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        wanted = np.asarray(indices)
+        if wanted.dtype.kind == "f":
+            if not np.all(np.isfinite(wanted)) or np.any(wanted != np.round(wanted)):
+                raise ValueError(f"frame indices for '{self.name}' must be integers, got {wanted[:8]}")
+        elif wanted.dtype.kind not in "iub" and wanted.size:
+            raise ValueError(f"frame indices for '{self.name}' must be integers, got dtype {wanted.dtype}")
+        wanted = wanted.astype(np.int64).reshape(-1)
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= self.info.num_frames):
+            bad = wanted[(wanted < 0) | (wanted >= self.info.num_frames)]
+            raise VideoDecodeError(
+                self.name,
+                "index out of range",
+                f"indices {bad[:5].tolist()} not in [0, {self.info.num_frames})",
+            )
+        return wanted
+
+    def _decode_sorted(self, targets: list[int]) -> Iterator[av.VideoFrame]:
+        """Yield one decoded frame per target index; ``targets`` must be ascending and unique."""
+        table = self._table
+        if not table.timed:
+            yield from self._decode_counted(targets)
+            return
+        if targets[-1] >= len(table.pts):
+            first_missing = next(t for t in targets if t >= len(table.pts))
+            raise VideoDecodeError(
+                self.name,
+                "truncated",
+                f"frame {first_missing} of {table.num_frames} cannot be decoded; the file ends after "
+                f"{len(table.pts)} decodable frames",
+            )
+        i = 0
+        while i < len(targets):
+            key = self._keyframe_before(targets[i])
+            new_i = i
+            # A seek should land on `key`; if a demuxer lands later, the run yields nothing and we retry
+            # from the first frame, which is always reachable.
+            for start in dict.fromkeys((key, 0)):
+                new_i = yield from self._decode_run(start, targets, i)
+                if new_i > i:
+                    break
+            if new_i == i:
+                reason = "truncated" if table.truncated else "decode failed"
+                raise VideoDecodeError(
+                    self.name,
+                    reason,
+                    f"frame {targets[i]} of {table.num_frames} was not produced by the decoder",
+                )
+            i = new_i
+
+    def _keyframe_before(self, index: int) -> int:
+        keys = self._table.keyframes
+        return keys[bisect.bisect_right(keys, index) - 1]
+
+    def _decode_run(self, key_index: int, targets: list[int], i: int) -> Generator[av.VideoFrame, None, int]:
+        """Seek to keyframe ``key_index`` and decode forward, yielding the frames of ``targets[i:]``.
+
+        The run ends when every target is done, when the next target lies behind a later keyframe (seeking
+        there is cheaper than decoding the gap), when a target was skipped by the decoder, or at the end of
+        the stream. Returns the position in ``targets`` of the first target not yet yielded.
+        """
+        if not self._seek_to(key_index):
+            return i
+        pts_to_index = self._pts_to_index
+        for frame in self._demux_decode():
+            index = pts_to_index.get(frame.pts) if frame.pts is not None else None
+            if index is None or index < targets[i]:
+                continue
+            if index > targets[i]:
+                return i  # targets[i] was never output: seek landed late, or the frame is damaged
+            yield frame
+            i += 1
+            if i == len(targets) or self._keyframe_before(targets[i]) > index + 1:
+                return i
+        return i
+
+    def _seek_to(self, key_index: int) -> bool:
+        """Position the demuxer on keyframe ``key_index`` (or before it); False if the container refuses."""
+        try:
+            self._container.seek(
+                self._table.pts[key_index], stream=self._stream, backward=True, any_frame=False
+            )
+            return True
+        except av.FFmpegError:
+            if key_index != 0:
+                return False  # the caller retries from the first frame
+        try:
+            self._container.seek(0, backward=True, any_frame=False)  # container start, AV_TIME_BASE units
+            return True
+        except av.FFmpegError:
+            return False
+
+    def _demux_decode(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames from the current demuxer position; corrupt packets are dropped, not fed."""
+        stream = self._stream
+        try:
+            for packet in self._container.demux(stream):
+                if packet.is_corrupt:
+                    continue
+                try:
+                    # packet.decode() also handles the final empty packet, which flushes delayed frames
+                    yield from packet.decode()
+                except av.InvalidDataError:
+                    continue  # damaged packet; the frames it would have produced are reported missing later
+        except av.FFmpegError:
+            return  # demuxer hit the cut in a truncated file
+
+    def _decode_counted(self, targets: list[int]) -> Iterator[av.VideoFrame]:
+        # Untimed streams: decode from the very start and count output frames.
+        self._container.seek(0, backward=True, any_frame=False)
+        wanted = iter(targets)
+        target = next(wanted)
+        for index, frame in enumerate(self._demux_decode()):
+            if index == target:
+                yield frame
+                target = next(wanted, None)
+                if target is None:
+                    return
+        raise VideoDecodeError(
+            self.name, "truncated", f"frame {target} of {self._table.num_frames} never decoded"
+        )
+
+    def _convert_into(self, frame: av.VideoFrame, out: np.ndarray, rows, out_h: int, out_w: int) -> None:
+        rotation = self._table.rotation
+        conv_h, conv_w = (out_w, out_h) if rotation in (90, 270) else (out_h, out_w)
+        rgb = self._reformatter.reformat(
+            frame, width=conv_w, height=conv_h, format="rgb24", threads=self._sws_threads
+        )
+        array = rgb.to_ndarray()
+        if rotation:
+            array = np.rot90(array, k=rotation // 90)
+        out[rows] = array
+
+
+def _normalise_rotation(degrees: float | int | None) -> int:
+    if not degrees:
+        return 0
+    return int(round(float(degrees) / 90.0)) % 4 * 90
+
+
+def read_frames(
+    src: VideoSource,
+    indices: Sequence[int] | np.ndarray,
+    size: tuple[int, int] | None = None,
+    name: str | None = None,
+) -> np.ndarray:
+    """Open ``src``, decode ``indices`` (see :meth:`VideoReader.get_frames`) and close it again."""
+    with VideoReader(src, name=name) as reader:
+        return reader.get_frames(indices, size=size)
+
+
+class SkippedVideos:
+    """Counts videos skipped by the bad-file policy and warns once per file.
+
+    The data loader catches :class:`VideoDecodeError`, calls :meth:`record`, and moves on::
+
+        skipped = SkippedVideos()
+        try:
+            clip = read_frames(video, indices, name=key)
+        except VideoDecodeError as err:
+            skipped.record(err.source, err.reason)
+
+    ``state_dict()`` / ``load_state_dict()`` let the counts survive checkpoint/resume (accelerate's
+    ``register_for_checkpointing``).
+    """
+
+    MAX_REMEMBERED = 10_000  # sources remembered for "warn once"; counting continues past it
+
+    def __init__(self, logger_: logging.Logger | None = None):
+        self._logger = logger_ or logger
+        self.count = 0
+        self.by_reason: Counter[str] = Counter()
+        self._warned: set[str] = set()
+
+    def record(self, source: str | VideoDecodeError, reason: str | None = None) -> None:
+        """Count one skipped video and log a warning naming it (once per distinct source)."""
+        detail = None
+        if isinstance(source, VideoDecodeError):
+            source, reason, detail = source.source, reason or source.reason, source.detail
+        reason = reason or "unknown"
+        self.count += 1
+        self.by_reason[reason] += 1
+        if source not in self._warned:
+            if len(self._warned) < self.MAX_REMEMBERED:
+                self._warned.add(source)
+            self._logger.warning(
+                "Skipping video '%s': %s%s (%d skipped so far)",
+                source,
+                reason,
+                f" ({detail})" if detail else "",
+                self.count,
+            )
+
+    def merge(self, other: SkippedVideos | dict) -> None:
+        """Add another counter (or its ``state_dict()``), e.g. one from each DataLoader worker."""
+        state = other.state_dict() if isinstance(other, SkippedVideos) else other
+        self.count += int(state["count"])
+        self.by_reason.update(state["by_reason"])
+        self._warned.update(state.get("sources", [])[: max(self.MAX_REMEMBERED - len(self._warned), 0)])
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "by_reason": dict(self.by_reason), "sources": sorted(self._warned)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        self.by_reason = Counter(state["by_reason"])
+        self._warned = set(state.get("sources", []))
+
+    def __repr__(self) -> str:
+        return f"SkippedVideos(count={self.count}, by_reason={dict(self.by_reason)})"
