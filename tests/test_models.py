@@ -266,4 +266,3 @@ def test_encoder_checkpoint_initialises_a_classifier(tmp_path):
             classifier.base_model(clip).pooler_output, encoder(clip).pooler_output, rtol=0, atol=0
         )
     assert classifier.classifier.out_features == 4
-

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Video
 
-from hf_vssl.video_decoding import read_frames
 from hf_vssl.data.prepare import TarShardWriter
 from hf_vssl.data.sources import (
     load_video_source,
@@ -21,6 +20,7 @@ from hf_vssl.data.sources import (
     split_source_for_process,
     video_key_from_path,
 )
+from hf_vssl.video_decoding import read_frames
 
 from .video_factory import index_frames, read_index, write_video
 

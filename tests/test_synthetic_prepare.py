@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_vssl.video_decoding import VideoReader, read_frames
 from hf_vssl.data.prepare import choose_num_shards, main, shard_boundaries
 from hf_vssl.data.sources import load_video_source, source_label_names
 from hf_vssl.data.synthetic import (
@@ -20,6 +19,7 @@ from hf_vssl.data.synthetic import (
     write_synthetic_shards,
     write_synthetic_videos,
 )
+from hf_vssl.video_decoding import VideoReader, read_frames
 
 from .video_factory import index_frames, write_bad_files, write_video
 

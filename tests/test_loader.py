@@ -1,0 +1,178 @@
+"""Data loader over the view engine: bad-file policy, skip counting, determinism, epochs, worker rendering."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
+from hf_vssl.data.recipes import MLFOViews
+from hf_vssl.data.views import apply_views
+
+from .video_factory import index_frames, write_bad_files, write_video
+
+BAD_KINDS = ("empty", "text", "audio_only", "truncated", "truncated_no_index")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loader")
+    good = [write_video(root / f"good_{i}.mp4", index_frames(40 + 4 * i, (32, 32)), gop=8) for i in range(6)]
+    bad = write_bad_files(root / "bad")
+    bad["too_short"] = write_video(root / "bad" / "too_short.mp4", index_frames(20, (32, 32)))
+    return {"good": good, "bad": [bad[kind] for kind in (*BAD_KINDS, "too_short")]}
+
+
+def examples(paths, labels=None):
+    return [
+        {"video": str(p), "label": i if labels is None else labels[i], "key": p.stem}
+        for i, p in enumerate(paths)
+    ]
+
+
+def mixed(files):
+    """good, good, bad, bad, ...: with two workers splitting round robin, each gets good and bad files, and the
+    last files of both workers are bad (their skips must still be counted)."""
+    good, bad = files["good"], files["bad"]
+    order = []
+    for i in range(3):
+        order += [good[2 * i], good[2 * i + 1], bad[2 * i], bad[2 * i + 1]]
+    return examples(order)
+
+
+def recipe(**overrides):
+    return MLFOViews(output_size=(32, 32), **overrides)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------------------------------------
+def test_bad_files_are_skipped_named_and_counted(files, caplog):
+    dataset = VideoViewDataset(mixed(files), recipe(), return_keys=True)
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.loader"):
+        samples = list(dataset)
+    assert sorted(s["key"] for s in samples) == sorted(p.stem for p in files["good"])
+    assert sum(int(s["num_skipped"]) for s in samples) == len(files["bad"]) == dataset.skipped.count
+    assert set(dataset.skipped.by_reason) >= {
+        "empty file",
+        "cannot open",
+        "no video stream",
+        "truncated",
+        "too short",
+    }
+    for path in files["bad"]:
+        assert sum(path.name in record.getMessage() for record in caplog.records) == 1, path.name
+
+
+def test_skips_are_counted_across_workers(files):
+    loader = build_view_dataloader(mixed(files), recipe(), batch_size=2, num_workers=2)
+    batches = list(loader)
+    assert sum(len(b["labels"]) for b in batches) == len(files["good"])
+    assert sum(skipped_in_batch(b) for b in batches) == len(files["bad"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_all_bad_source_raises(files, num_workers):
+    loader = build_view_dataloader(examples(files["bad"]), recipe(), batch_size=2, num_workers=num_workers)
+    iterator, message = iter(loader), None
+    try:
+        for _ in iterator:
+            pass
+    except RuntimeError as err:
+        message = str(err)
+    if num_workers:
+        # torch re-raises a worker's error from inside a reference cycle, and shutting the workers down later
+        # from the garbage collector waits ~5 s per worker; shut them down now
+        iterator._shutdown_workers()
+    assert message is not None and "could be used" in message
+
+
+def test_empty_source_raises():
+    with pytest.raises(RuntimeError, match="empty"):
+        list(VideoViewDataset([], recipe()))
+
+
+def test_missing_video_column_is_a_clear_error(files):
+    with pytest.raises(KeyError, match="video_column"):
+        list(VideoViewDataset([{"mp4": str(files["good"][0])}], recipe()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batches
+# ----------------------------------------------------------------------------------------------------------
+def test_batches_hold_only_tensors_unless_keys_are_asked_for(files):
+    batch = next(iter(build_view_dataloader(examples(files["good"]), recipe(), batch_size=3, num_workers=0)))
+    assert all(isinstance(value, torch.Tensor) for value in batch.values())
+    assert batch["frames"].dtype == torch.uint8 and batch["frames"].shape[:2] == (3, 32)
+    assert batch["labels"].tolist() == [0, 1, 2]
+    keyed = next(iter(build_view_dataloader(examples(files["good"]), recipe(), 3, 0, return_keys=True)))
+    assert keyed["keys"] == [p.stem for p in files["good"][:3]]
+    views = apply_views(batch, recipe())
+    assert views["pixel_values"].shape == (3, 3, 16, 3, 32, 32) and "frames" not in views
+
+
+def by_key(loader):
+    out = {}
+    for batch in loader:
+        for i, key in enumerate(batch.pop("keys")):
+            out[key] = {name: value[i] for name, value in batch.items()}
+    return out
+
+
+def test_seeded_determinism_independent_of_workers(files):
+    source = examples(files["good"])
+    single = by_key(build_view_dataloader(source, recipe(), 2, num_workers=0, seed=3, return_keys=True))
+    parallel = by_key(build_view_dataloader(source, recipe(), 2, num_workers=2, seed=3, return_keys=True))
+    other_seed = by_key(build_view_dataloader(source, recipe(), 2, num_workers=0, seed=4, return_keys=True))
+    assert single.keys() == parallel.keys() == {p.stem for p in files["good"]}
+    for key in single:
+        for name in single[key]:
+            assert torch.equal(single[key][name], parallel[key][name]), (key, name)
+    assert any(not torch.equal(single[k]["crop_boxes"], other_seed[k]["crop_boxes"]) for k in single)
+
+
+def test_set_epoch_changes_the_views_and_replays_them(files):
+    dataset = VideoViewDataset(examples(files["good"][:3]), recipe())
+    first = [s["frame_indices"] for s in dataset]
+    dataset.set_epoch(1)
+    second = [s["frame_indices"] for s in dataset]
+    dataset.set_epoch(0)
+    again = [s["frame_indices"] for s in dataset]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_rendering_in_workers_equals_rendering_in_the_main_process(files):
+    source, r = examples(files["good"]), recipe()
+    in_workers = by_key(
+        build_view_dataloader(source, r, 2, num_workers=2, augment_in_workers=True, return_keys=True)
+    )
+    in_main = {}
+    for batch in build_view_dataloader(source, r, 2, num_workers=2, return_keys=True):
+        keys = batch.pop("keys")
+        views = apply_views(batch, r)
+        for i, key in enumerate(keys):
+            in_main[key] = views["pixel_values"][i]
+    assert in_workers.keys() == in_main.keys()
+    for key, value in in_workers.items():
+        assert torch.equal(value["pixel_values"], in_main[key]), key
+    # apply_views leaves an already rendered batch alone
+    batch = next(iter(build_view_dataloader(source, r, 2, num_workers=0, augment_in_workers=True)))
+    assert apply_views(batch, r) is batch
+
+
+def test_streaming_datasets_source_with_workers(files, tmp_path):
+    """A folder source from ``load_video_source`` (a sharded datasets.IterableDataset) splits over workers."""
+    from hf_vssl.data.sources import load_video_source
+
+    for i, path in enumerate(files["good"]):
+        target = tmp_path / ("cat" if i % 2 else "dog") / path.name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    source = load_video_source(tmp_path, num_shards=2)
+    loader = build_view_dataloader(source, recipe(), batch_size=2, num_workers=2, return_keys=True)
+    seen = by_key(loader)
+    assert len(seen) == len(files["good"])
+    labels = {key: int(value["labels"]) for key, value in seen.items()}
+    assert sorted(set(labels.values())) == [0, 1]
