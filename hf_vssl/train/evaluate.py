@@ -1,0 +1,99 @@
+"""Evaluate a pretrained encoder with the field's protocols (linear probe, kNN, retrieval Recall@k).
+
+    python training/evaluate.py --model_name_or_path runs/mlfo/final --train_dir data/train \
+        --validation_dir data/validation --protocols linear_probe knn retrieval --output_json results.json
+
+Features are the encoder's pooled stage-4 output, averaged over ``num_clips`` uniformly spaced clips (and the
+spatial crops) of each video. ``--compare_random_init`` also evaluates the same architecture at random
+initialisation, the baseline any pretraining has to beat.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoConfig, AutoModel
+
+from hf_vssl.evaluation.runner import evaluate_encoder, format_results_table, write_results
+from hf_vssl.evaluation.suite import PROTOCOLS
+
+from .arguments import check_local_path, parse_arguments
+
+
+@dataclass
+class EvaluateArguments:
+    model_name_or_path: str | None = None
+    train_dir: str | None = None
+    validation_dir: str | None = None
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    output_json: str | None = None
+    num_clips: int = 5
+    spatial_crops: str = "center"
+    per_device_eval_batch_size: int = 8
+    dataloader_num_workers: int = 2
+    compare_random_init: bool = False
+    trust_remote_code: bool = False
+    seed: int = 0
+    device: str | None = None
+
+    def validate(self) -> None:
+        for name in ("model_name_or_path", "train_dir", "validation_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"`--{name}` is required.")
+        for name in ("train_dir", "validation_dir"):
+            check_local_path(name, getattr(self, name))
+        unknown = sorted(set(self.protocols) - set(PROTOCOLS))
+        if unknown:
+            raise ValueError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
+
+    def to_dict(self):
+        return dict(vars(self))
+
+
+def load_encoder(
+    model_name_or_path: str, trust_remote_code: bool = False, random_init: bool = False, seed: int = 0
+):
+    """The encoder of any hf_vssl checkpoint (encoder, classifier or pretraining folder), or its random init."""
+    if random_init:
+        config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    return AutoModel.from_pretrained(
+        model_name_or_path, trust_remote_code=trust_remote_code, dtype=torch.float32
+    )
+
+
+def evaluate(args: EvaluateArguments) -> dict[str, dict[str, float]]:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    variants = {"pretrained": False, **({"random init": True} if args.compare_random_init else {})}
+    results = {}
+    for name, random_init in variants.items():
+        encoder = (
+            load_encoder(args.model_name_or_path, args.trust_remote_code, random_init, args.seed)
+            .to(device)
+            .eval()
+        )
+        results[name] = evaluate_encoder(
+            encoder,
+            args.train_dir,
+            args.validation_dir,
+            protocols=tuple(args.protocols),
+            num_frames=encoder.config.num_frames,
+            image_size=encoder.config.image_size,
+            num_clips=args.num_clips,
+            spatial_crops=args.spatial_crops,
+            batch_size=args.per_device_eval_batch_size,
+            num_workers=args.dataloader_num_workers,
+        )
+    print(format_results_table(results))
+    if args.output_json:
+        write_results(results, args.output_json, dataset=args.validation_dir, split="validation")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_arguments(argv, EvaluateArguments, description=__doc__.split("\n\n")[0])
+    return evaluate(args)
+
+
+if __name__ == "__main__":
+    main()

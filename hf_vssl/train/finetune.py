@@ -1,0 +1,195 @@
+"""Fine-tune a pretrained encoder on a labelled video source and test it with multiple clips and crops.
+
+    accelerate launch training/finetune.py --model_name_or_path runs/mlfo/final --train_dir data/train \
+        --validation_dir data/test --output_dir runs/mlfo-ft [--num_train_epochs 30 --learning_rate 1e-3 ...]
+
+The whole network trains, the backbone at `backbone_lr_scale` (1/10) of the head's learning rate, as in the CoCLR
+protocol; testing averages the softmax over `num_test_clips` uniformly spaced clips times the spatial crops
+(`test_crops`: center, three or ten). The result is an `XForVideoClassification` folder with processors and a
+model card, which `pipeline("video-classification", model=...)` loads.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModelForVideoClassification
+
+from hf_vssl.data.loader import build_view_dataloader
+from hf_vssl.data.recipes import build_recipe
+from hf_vssl.data.sources import load_video_source, source_label_names, split_source_for_process
+from hf_vssl.evaluation.runner import evaluation_recipe
+
+from .arguments import check_local_path, parse_arguments, save_arguments
+from .pretrain import save_processors
+
+
+@dataclass
+class FinetuneArguments:
+    model_name_or_path: str | None = None
+    train_dir: str | None = None
+    validation_dir: str | None = None
+    output_dir: str | None = None
+    overwrite_output_dir: bool = False
+    num_train_epochs: int = 10
+    per_device_train_batch_size: int = 8
+    learning_rate: float = 1e-3
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 1e-3
+    classifier_dropout: float = 0.5
+    num_test_clips: int = 10
+    test_crops: str = "three"
+    mixed_precision: str = "no"
+    dataloader_num_workers: int = 2
+    seed: int = 0
+    trust_remote_code: bool = False
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+
+    def validate(self) -> None:
+        for name in ("model_name_or_path", "train_dir", "validation_dir", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"`--{name}` is required.")
+        for name in ("train_dir", "validation_dir"):
+            check_local_path(name, getattr(self, name))
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("`--push_to_hub` needs `--hub_model_id`.")
+
+    def to_dict(self):
+        return dict(vars(self))
+
+
+def multi_view_accuracy(model, loader, recipe, device) -> float:
+    """Top-1 accuracy with the softmax averaged over every clip and crop of a video."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            batch = recipe.apply(
+                {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            )
+            pixel_values, labels = batch["pixel_values"], batch["labels"]
+            videos, views = pixel_values.shape[:2]
+            logits = model(pixel_values.flatten(0, 1)).logits.float()
+            probabilities = logits.softmax(dim=-1).view(videos, views, -1).mean(dim=1)
+            correct += int((probabilities.argmax(dim=-1) == labels).sum())
+            total += videos
+    model.train()
+    return correct / max(total, 1)
+
+
+def finetune(args: FinetuneArguments) -> Path:
+    output_dir = Path(args.output_dir)
+    if (output_dir / "run_config.yaml").exists() and not args.overwrite_output_dir:
+        raise FileExistsError(f"{output_dir} holds another run; pass --overwrite_output_dir to replace it.")
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+
+    train_source = load_video_source(args.train_dir)
+    label_names = source_label_names(train_source)
+    if not label_names:
+        raise ValueError(
+            f"{args.train_dir} has no class labels: fine-tuning needs class sub-folders or a label column."
+        )
+    model = AutoModelForVideoClassification.from_pretrained(
+        args.model_name_or_path,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        classifier_dropout=args.classifier_dropout,
+        trust_remote_code=args.trust_remote_code,
+        dtype=torch.float32,
+    )
+    config = model.config
+    head = [p for name, p in model.named_parameters() if not name.startswith(model.base_model_prefix + ".")]
+    backbone = list(model.base_model.parameters())
+    optimizer = torch.optim.Adam(
+        [
+            {"params": backbone, "lr": args.learning_rate * args.backbone_lr_scale},
+            {"params": head, "lr": args.learning_rate},
+        ],
+        weight_decay=args.weight_decay,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    train_recipe = build_recipe("clip", clip_length=config.num_frames, output_size=(config.image_size,) * 2)
+    train_loader = build_view_dataloader(
+        split_source_for_process(
+            train_source.shuffle(seed=args.seed, buffer_size=256),
+            accelerator.process_index,
+            accelerator.num_processes,
+        ),
+        train_recipe,
+        batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        seed=args.seed,
+        augment_in_workers=accelerator.device.type == "cpu",
+        drop_last=True,
+    )
+    test_recipe = evaluation_recipe(
+        config.num_frames, config.image_size, args.num_test_clips, args.test_crops
+    )
+    test_loader = build_view_dataloader(
+        load_video_source(args.validation_dir, split="validation"),
+        test_recipe,
+        batch_size=max(1, args.per_device_train_batch_size // 2),
+        num_workers=args.dataloader_num_workers,
+        augment_in_workers=accelerator.device.type == "cpu",
+    )
+
+    for epoch in tqdm(
+        range(args.num_train_epochs), disable=not accelerator.is_local_main_process, desc="epochs"
+    ):
+        train_loader.dataset.set_epoch(epoch)
+        for batch in train_loader:
+            batch = train_recipe.apply(
+                {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            )
+            output = model(pixel_values=batch["pixel_values"][:, 0], labels=batch["labels"])
+            accelerator.backward(output.loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    unwrapped = accelerator.unwrap_model(model)
+    results = {}
+    if accelerator.is_main_process:
+        accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, accelerator.device)
+        results = {
+            "dataset": args.validation_dir,
+            "split": "validation",
+            "finetune": {f"top1 ({args.num_test_clips} clips x {args.test_crops} crops)": 100 * accuracy},
+        }
+        print(f"Fine-tuned top-1 accuracy on {args.validation_dir}: {100 * accuracy:.1f}%")
+        final_dir = output_dir / "final"
+        unwrapped.save_pretrained(final_dir)
+        save_processors(unwrapped.config, final_dir)
+        save_arguments(args, output_dir / "run_config.yaml")
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        from hf_vssl.hub import push_folder, write_model_card
+
+        write_model_card(
+            final_dir,
+            model_id=args.hub_model_id or output_dir.name,
+            train_config=json.loads(json.dumps(args.to_dict())),
+            eval_results=results,
+            dataset_name=args.train_dir,
+            base_model=args.model_name_or_path
+            if "/" in args.model_name_or_path and not Path(args.model_name_or_path).exists()
+            else None,
+        )
+        if args.push_to_hub:
+            push_folder(final_dir, args.hub_model_id)
+    accelerator.wait_for_everyone()
+    return output_dir / "final"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return finetune(parse_arguments(argv, FinetuneArguments, description=__doc__.split("\n\n")[0]))
+
+
+if __name__ == "__main__":
+    main()

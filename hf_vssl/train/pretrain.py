@@ -1,0 +1,373 @@
+"""One accelerate pretraining loop for every hf_vssl method.
+
+The loop knows no method: it builds ``METHODS[args.method].pretraining`` from ``args.model`` and the view recipe of
+the same name from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
+the model's ``set_epoch(epoch)`` and ``after_optimizer_step()`` hooks when it has them.
+
+Data stream from a ``datasets`` source, split once per process (never also by accelerate), decoded in DataLoader
+workers (stage 1 of the view engine) and augmented batched on the training device (stage 2). Checkpoints are
+accelerate ``save_state`` folders plus the loop's counters; resuming replays the interrupted epoch's sample
+order, so a resumed run reaches the same weights as an uninterrupted one.
+"""
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+import hf_vssl
+from hf_vssl.data.loader import build_view_dataloader
+from hf_vssl.data.recipes import build_recipe
+from hf_vssl.data.sources import load_video_source, split_source_for_process
+from hf_vssl.evaluation.runner import evaluate_encoder
+from hf_vssl.evaluation.suite import nest_results
+
+from .arguments import PretrainArguments, parse_arguments, save_arguments
+from .tracking import build_trackers
+
+logger = get_logger(__name__)
+
+RUN_CONFIG = "run_config.yaml"
+STATE_FILE = "loop_state.json"
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The loop's own counters, saved with every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps already taken in `epoch`
+    global_step: int = 0
+    skipped_videos: int = 0
+    checkpoint_step: int = -1  # global step of the newest checkpoint
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def build_model(args: PretrainArguments):
+    classes = hf_vssl.METHODS.get(args.method)
+    if classes is None:
+        raise ValueError(f"Unknown method {args.method!r}; choose one of {sorted(hf_vssl.METHODS)}.")
+    if classes.pretraining is None:
+        raise NotImplementedError(f"{args.method} has no pretraining model in this version of hf_vssl.")
+    return classes.pretraining(classes.config(**args.model))
+
+
+def build_method_recipe(args: PretrainArguments, config):
+    """The method's view recipe, sized like the model unless the config says otherwise."""
+    recipe_args = dict(args.recipe)
+    names = {f.name for f in dataclasses.fields(type(build_recipe(args.method)))}
+    if "clip_length" in names:
+        recipe_args.setdefault("clip_length", config.num_frames)
+    recipe_args.setdefault("output_size", (config.image_size, config.image_size))
+    return build_recipe(args.method, **recipe_args)
+
+
+def prepare_output_dir(args: PretrainArguments, accelerator: Accelerator) -> Path:
+    output_dir = Path(args.output_dir)
+    holds_run = (output_dir / RUN_CONFIG).exists() or (output_dir / "checkpoints").exists()
+    if holds_run and not (args.overwrite_output_dir or args.resume_from_checkpoint):
+        raise FileExistsError(
+            f"{output_dir} holds another run; pass --overwrite_output_dir to replace it or "
+            f"--resume_from_checkpoint latest to continue it."
+        )
+    return output_dir
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = sorted(
+        (output_dir / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1])
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+def learning_rate_at(args: PretrainArguments, epoch: int) -> float:
+    """Step schedule: the base rate times `lr_decay_factor` for every decay epoch already reached."""
+    return args.learning_rate * args.lr_decay_factor ** sum(epoch >= e for e in args.lr_decay_epochs)
+
+
+def build_optimizer(args: PretrainArguments, model):
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
+        )
+    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
+
+
+def loss_terms(output) -> dict[str, torch.Tensor]:
+    """Every loss term of a pretraining output (fields whose name contains "loss"), detached."""
+    return {
+        name: value.detach().float()
+        for name, value in output.items()
+        if "loss" in name and isinstance(value, torch.Tensor) and value.ndim == 0
+    }
+
+
+def all_processes_have_batch(accelerator: Accelerator, has_batch: bool) -> bool:
+    """True while every process still has a batch: the epoch ends for all at once, so no process waits in a
+    collective its peers never reach (streams may split a few samples unevenly across processes)."""
+    flag = torch.tensor([1.0 if has_batch else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() == accelerator.num_processes)
+
+
+def train(args: PretrainArguments) -> Path:
+    output_dir = Path(args.output_dir)
+    project = ProjectConfiguration(
+        project_dir=str(output_dir),
+        logging_dir=str(output_dir / "logs"),
+        automatic_checkpoint_naming=True,
+        total_limit=args.checkpoints_total_limit,
+    )
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=build_trackers(args.report_to, output_dir / "logs", logger),
+        project_config=project,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # Queues are filled with keys gathered from every process, so they are identical without broadcasts.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    prepare_output_dir(args, accelerator)
+    set_seed(args.seed)
+
+    model = build_model(args)
+    recipe = build_method_recipe(args, model.config)
+    if accelerator.device.type == "cuda" and accelerator.num_processes > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(args, model)
+    if args.torch_compile:
+        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    source = load_video_source(args.train_dir or args.dataset_name, split=args.dataset_split)
+    if args.shuffle_buffer_size > 0:
+        # Same seed on every process; `set_epoch` reshuffles each epoch, reproducibly.
+        source = source.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
+    # Split here, once; the DataLoader is not passed to accelerate.prepare, which would split it a second time.
+    source = split_source_for_process(source, accelerator.process_index, accelerator.num_processes)
+    loader = build_view_dataloader(
+        source,
+        recipe,
+        batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        seed=args.seed,
+        # Without an accelerator the workers augment too: the main process is busy with the model.
+        augment_in_workers=accelerator.device.type == "cpu",
+        return_keys=args.record_sample_keys,
+        # Equal batches on every process: contrastive negatives are indexed by process rank.
+        drop_last=True,
+    )
+
+    state = LoopState()
+    accelerator.register_for_checkpointing(state)
+    if args.resume_from_checkpoint:
+        checkpoint = (
+            latest_checkpoint(output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else Path(args.resume_from_checkpoint)
+        )
+        if checkpoint is None or not checkpoint.is_dir():
+            raise FileNotFoundError(
+                f"No checkpoint to resume from at {args.resume_from_checkpoint} ({output_dir}/checkpoints)."
+            )
+        accelerator.load_state(str(checkpoint))
+        # The next save continues the numbering after the restored checkpoint.
+        accelerator.project_configuration.iteration = int(checkpoint.name.split("_")[-1]) + 1
+        logger.info(
+            f"Resumed from {checkpoint} at epoch {state.epoch}, step {state.global_step}.",
+            main_process_only=True,
+        )
+
+    output_dir.mkdir(parents=True, exist_ok=True)  # every process writes into it (sample keys)
+    if accelerator.is_main_process:
+        save_arguments(args, output_dir / RUN_CONFIG)
+    accelerator.init_trackers("hf_vssl", config={k: str(v) for k, v in args.to_dict().items()})
+
+    total_steps = args.max_steps if args.max_steps > 0 else None
+    progress = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        disable=not accelerator.is_local_main_process,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    sample_keys = (
+        open(output_dir / f"sample_keys_rank{accelerator.process_index}.txt", "a")
+        if args.record_sample_keys
+        else None
+    )
+
+    def save_checkpoint():
+        if state.checkpoint_step == state.global_step:
+            return
+        state.checkpoint_step = state.global_step
+        accelerator.save_state()
+        accelerator.wait_for_everyone()
+
+    # clips/s over each logging window (it spans epoch boundaries)
+    window_start, window_clips = time.perf_counter(), 0
+    finished = False
+    while not finished and (total_steps is not None or state.epoch < args.num_train_epochs):
+        epoch = state.epoch
+        if hasattr(unwrapped, "set_epoch"):
+            unwrapped.set_epoch(epoch)
+        loader.dataset.set_epoch(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(args, epoch)
+        batches = iter(loader)
+        # Replay the steps this epoch already took before a resume: the same samples in the same order.
+        for _ in range(state.step_in_epoch * args.gradient_accumulation_steps):
+            next(batches, None)
+        while True:
+            batch = next(batches, None)
+            if not all_processes_have_batch(accelerator, batch is not None):
+                break
+            state.skipped_videos += int(batch.pop("num_skipped", torch.zeros(1)).sum())
+            keys = batch.pop("keys", None)
+            if sample_keys is not None and keys is not None:
+                sample_keys.write("".join(f"{epoch}\t{key}\n" for key in keys))
+            batch = {
+                k: v.to(accelerator.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
+            views = recipe.apply(batch)
+            with accelerator.accumulate(model):
+                output = model(**views)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            window_clips += views["pixel_values"].shape[0]
+            if not accelerator.sync_gradients:
+                continue
+            if hasattr(unwrapped, "after_optimizer_step"):
+                unwrapped.after_optimizer_step()
+            state.global_step += 1
+            state.step_in_epoch += 1
+            progress.update(1)
+            if state.global_step % args.logging_steps == 0 or state.global_step == 1:
+                elapsed = time.perf_counter() - window_start
+                terms = {
+                    k: accelerator.reduce(v, reduction="mean").item() for k, v in loss_terms(output).items()
+                }
+                skipped = accelerator.reduce(
+                    torch.tensor(float(state.skipped_videos), device=accelerator.device), "sum"
+                )
+                record = {
+                    **{f"train/{k}": v for k, v in terms.items()},
+                    "train/lr": optimizer.param_groups[0]["lr"],
+                    "train/epoch": epoch,
+                    "train/clips_per_second": window_clips * accelerator.num_processes / max(elapsed, 1e-9),
+                    "data/skipped_videos": int(skipped.item()),
+                }
+                accelerator.log(record, step=state.global_step)
+                progress.set_postfix(
+                    loss=f"{terms['loss']:.4f}", clips_s=f"{record['train/clips_per_second']:.1f}"
+                )
+                window_start, window_clips = time.perf_counter(), 0
+            if state.global_step % args.checkpointing_steps == 0:
+                save_checkpoint()
+            if total_steps is not None and state.global_step >= total_steps:
+                finished = True
+                break
+        if not finished:
+            state.epoch += 1
+            state.step_in_epoch = 0
+        if args.validation_dir and not finished and state.epoch % args.knn_monitor_epochs == 0:
+            results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn",))
+            accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
+        if total_steps is None and state.epoch >= args.num_train_epochs:
+            finished = True
+
+    if state.global_step == 0:
+        raise RuntimeError("No training step was taken: the training source yielded no usable batch.")
+    save_checkpoint()
+    progress.close()
+    if sample_keys is not None:
+        sample_keys.close()
+    final_dir = output_dir / "final"
+    eval_results = None
+    if args.validation_dir:
+        results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn", "retrieval"))
+        accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
+        eval_results = {"dataset": args.validation_dir, "split": "validation", **nest_results(results)}
+    if accelerator.is_main_process:
+        save_release(unwrapped, final_dir, args, eval_results)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final_dir
+
+
+def evaluate_on_validation(args, accelerator, model, protocols) -> dict[str, float]:
+    """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory."""
+    results = evaluate_encoder(
+        model.base_model,
+        args.train_dir or args.dataset_name,
+        args.validation_dir,
+        protocols=protocols,
+        num_frames=model.config.num_frames,
+        image_size=model.config.image_size,
+        num_clips=2,
+        batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        train_split=args.dataset_split,
+        accelerator=accelerator,
+    )
+    model.train()
+    return results
+
+
+def save_processors(config, directory: Path) -> None:
+    """The video and image processors matching a model's clip geometry (short side 128/112 of the crop)."""
+    short_side = round(config.image_size * 128 / 112)
+    hf_vssl.VideoSSLVideoProcessor(
+        num_frames=config.num_frames, size={"shortest_edge": short_side}, crop_size=config.image_size
+    ).save_pretrained(directory)
+    hf_vssl.VideoSSLImageProcessor(
+        size={"shortest_edge": short_side}, crop_size=config.image_size
+    ).save_pretrained(directory)
+
+
+def save_release(model, final_dir: Path, args, eval_results: dict | None = None) -> None:
+    """The encoder as a Hub-ready folder: weights, remote code, processors, the resolved config and a model card."""
+    from hf_vssl.hub import push_folder, write_model_card
+
+    encoder = model.base_model
+    encoder.save_pretrained(final_dir)
+    save_processors(encoder.config, final_dir)
+    save_arguments(args, final_dir / RUN_CONFIG)
+    write_model_card(
+        final_dir,
+        model_id=args.hub_model_id or final_dir.parent.name,
+        train_config=json.loads(json.dumps(args.to_dict())),
+        eval_results=eval_results,
+        dataset_name=args.dataset_name or args.train_dir,
+    )
+    if args.push_to_hub:
+        push_folder(final_dir, args.hub_model_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(
+        argv, PretrainArguments, description="Self-supervised pretraining of an hf_vssl method."
+    )
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

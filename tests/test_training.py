@@ -1,0 +1,307 @@
+"""The pretraining script as users run it: two real processes, exact resume, bad input, and a push to a Hub."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from hf_vssl.data.synthetic import write_synthetic_shards, write_synthetic_videos
+from hf_vssl.train.arguments import PretrainArguments, parse_arguments
+
+from .fake_hub import fake_hub_fixture  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAIN = REPO / "training" / "pretrain.py"
+EVALUATE = REPO / "training" / "evaluate.py"
+
+TINY_RUN = {
+    "method": "mlfo",
+    "model": {
+        "embedding_size": 8,
+        "hidden_sizes": [8, 16, 16, 32],
+        "depths": [1, 1, 1, 1],
+        "num_frames": 16,
+        "image_size": 32,
+        "projection_dim": 16,
+        "num_prototypes": 8,
+        "logit_queue_size": 16,
+        "motion_excitation_reduction": 4,
+        "logit_queue_start_epoch": 1,
+        "graph_start_epoch": 1,
+    },
+    "recipe": {"squash_size": None},
+    "per_device_train_batch_size": 2,
+    "num_train_epochs": 1,
+    "dataloader_num_workers": 1,
+    "shuffle_buffer_size": 8,
+    "checkpointing_steps": 2,
+    "logging_steps": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    classes = ("left", "right", "up", "down")
+    shards = root / "shards"
+    write_synthetic_shards(
+        shards, num_per_class=3, num_frames=36, size=(40, 40), classes=classes, num_shards=4
+    )
+    folder = root / "folder"
+    write_synthetic_videos(folder / "train", num_per_class=3, num_frames=36, size=(40, 40), classes=classes)
+    write_synthetic_videos(
+        folder / "validation", num_per_class=2, num_frames=36, size=(40, 40), classes=classes, seed=1
+    )
+    return {"shards": shards, "train": folder / "train", "validation": folder / "validation"}
+
+
+def _config(tmp_path, **overrides) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RUN, **overrides}))
+    return path
+
+
+def _run(args, env=None, timeout=600):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    result = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, args))}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_see_disjoint_data_and_write_each_checkpoint_once(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    _run(
+        [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--main_process_port", str(_free_port()), str(PRETRAIN),
+            "--config", str(_config(tmp_path)), "--train_dir", str(tiny_data["shards"]), "--output_dir", str(out),
+            "--max_steps", "3", "--record_sample_keys",
+        ],
+        env={"ACCELERATE_USE_CPU": "1"},
+    )  # fmt: skip
+    keys = [
+        [
+            line.split("\t")[1].strip()
+            for line in (out / f"sample_keys_rank{rank}.txt").read_text().splitlines()
+        ]
+        for rank in (0, 1)
+    ]
+    assert len(keys[0]) == len(keys[1]) == 3 * 2  # 3 steps of 2 videos on each process
+    assert not set(keys[0]) & set(keys[1])
+    assert len(set(keys[0])) == len(keys[0]) and len(set(keys[1])) == len(keys[1])
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint_0", "checkpoint_1"]  # step 2 and the end (step 3), once each
+    for checkpoint in checkpoints:
+        assert len(list((out / "checkpoints" / checkpoint).glob("model*.safetensors"))) == 1
+        assert sorted(p.name for p in (out / "checkpoints" / checkpoint).glob("random_states_*.pkl")) == [
+            "random_states_0.pkl",
+            "random_states_1.pkl",
+        ]
+    steps = [
+        json.loads(line).get("step") for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [s for s in steps if s is not None] == [1, 2, 3]  # logged by one process only
+    assert (out / "final" / "model.safetensors").exists()
+
+
+def _final_checkpoint_weights(out: Path) -> dict:
+    newest = max((out / "checkpoints").iterdir(), key=lambda p: int(p.name.split("_")[-1]))
+    return load_file(newest / "model.safetensors")
+
+
+def test_resumed_run_reaches_the_same_weights_bitwise(tmp_path, tiny_data):
+    config = _config(tmp_path, num_train_epochs=2)
+    common = [sys.executable, str(PRETRAIN), "--config", str(config), "--train_dir", str(tiny_data["train"])]
+    # 12 videos, batch 2: 6 steps per epoch; 8 steps cross into epoch 1, where the logit queue joins the codes
+    # and the graph term starts.
+    _run([*common, "--output_dir", str(tmp_path / "straight"), "--max_steps", "8"])
+    _run([*common, "--output_dir", str(tmp_path / "resumed"), "--max_steps", "3"])
+    _run(
+        [
+            *common,
+            "--output_dir",
+            str(tmp_path / "resumed"),
+            "--max_steps",
+            "8",
+            "--resume_from_checkpoint",
+            "latest",
+        ]
+    )
+    straight = _final_checkpoint_weights(tmp_path / "straight")
+    resumed = _final_checkpoint_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    different = [name for name in straight if not straight[name].equal(resumed[name])]
+    assert not different, different
+
+
+def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
+    with pytest.raises(ValueError, match="Unknown key"):
+        parse_arguments(["--config", str(_config(tmp_path, learning_rat=0.1))])
+    with pytest.raises(ValueError, match="Unknown option --learning_rat"):
+        parse_arguments(["--config", str(_config(tmp_path)), "--learning_rat", "0.1"])
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        parse_arguments(
+            [
+                "--config",
+                str(_config(tmp_path)),
+                "--train_dir",
+                str(tmp_path / "does-not-exist"),
+                "--output_dir",
+                "x",
+            ]
+        )
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        parse_arguments(["--config", str(tmp_path / "missing.yaml")])
+    args = parse_arguments(
+        [
+            "--config",
+            str(_config(tmp_path)),
+            "--train_dir",
+            str(tiny_data["train"]),
+            "--output_dir",
+            "x",
+            "--model.backbone",
+            "r3d",
+            "--lr_decay_epochs",
+            "3",
+            "5",
+        ]
+    )
+    assert (
+        isinstance(args, PretrainArguments)
+        and args.model["backbone"] == "r3d"
+        and args.lr_decay_epochs == [3, 5]
+    )
+
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "run_config.yaml").write_text("method: mlfo\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PRETRAIN),
+            "--config",
+            str(_config(tmp_path)),
+            "--train_dir",
+            str(tiny_data["train"]),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode != 0 and "holds another run" in result.stderr
+
+
+def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for video in sorted(tiny_data["validation"].rglob("*.mp4"))[:3]:
+        (unlabelled / video.name).write_bytes(video.read_bytes())
+    encoder_dir = tmp_path / "encoder"
+    import hf_vssl
+
+    hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EVALUATE),
+            "--model_name_or_path",
+            str(encoder_dir),
+            "--train_dir",
+            str(unlabelled),
+            "--validation_dir",
+            str(tiny_data["validation"]),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode != 0 and "no labels" in result.stderr and str(unlabelled) in result.stderr
+
+
+def test_pretrain_pushes_a_loadable_repo_with_measured_results(
+    tmp_path, tiny_data, fake_hub, no_hf_vssl_runner
+):
+    hub_env = fake_hub.env(tmp_path / "hf_home")
+    out = tmp_path / "run"
+    _run(
+        [
+            sys.executable, str(PRETRAIN), "--config", str(_config(tmp_path)), "--train_dir", str(tiny_data["train"]),
+            "--validation_dir", str(tiny_data["validation"]), "--output_dir", str(out), "--max_steps", "2",
+            "--push_to_hub", "--hub_model_id", "tester/mlfo-tiny",
+        ],
+        env=hub_env,
+    )  # fmt: skip
+    card = (out / "final" / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    metrics = [m for entry in metadata["model-index"] for r in entry["results"] for m in r["metrics"]]
+    measured = json.loads(json.dumps(metrics))
+    assert any("R@1" in m["name"] or "kNN" in m["name"] or "knn" in m["name"].lower() for m in measured), (
+        measured
+    )
+
+    import torch
+
+    import hf_vssl
+
+    encoder = hf_vssl.MLFOModel.from_pretrained(out / "final", dtype=torch.float32).eval()
+    clip = torch.randn(1, 16, 3, 32, 32)
+    torch.save({"clip": clip, "features": encoder(clip).pooler_output.detach()}, tmp_path / "expected.pt")
+    no_hf_vssl_runner(
+        f"""
+        import torch
+        from transformers import AutoModel
+        from huggingface_hub import hf_hub_download, ModelCard
+        model = AutoModel.from_pretrained("tester/mlfo-tiny", trust_remote_code=True, dtype=torch.float32).eval()
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        with torch.no_grad():
+            assert torch.allclose(model(expected["clip"]).pooler_output, expected["features"], atol=1e-6)
+        card = ModelCard.load(hf_hub_download("tester/mlfo-tiny", "README.md"))
+        assert card.data.eval_results, "the pushed card carries no results"
+        print("ok")
+        """,
+        env=hub_env,
+    )
+
+
+def test_finetune_ends_in_a_classifier_the_pipeline_loads(tmp_path, tiny_data):
+    import hf_vssl
+
+    encoder_dir = tmp_path / "encoder"
+    hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
+    out = tmp_path / "finetuned"
+    result = _run(
+        [
+            sys.executable, str(REPO / "training" / "finetune.py"), "--model_name_or_path", str(encoder_dir),
+            "--train_dir", str(tiny_data["train"]), "--validation_dir", str(tiny_data["validation"]),
+            "--output_dir", str(out), "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
+            "--num_test_clips", "2", "--test_crops", "three", "--dataloader_num_workers", "1",
+        ]
+    )  # fmt: skip
+    assert "Fine-tuned top-1 accuracy" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert 0 <= next(iter(results["finetune"].values())) <= 100
+    from transformers import pipeline
+
+    classifier = pipeline("video-classification", model=str(out / "final"))
+    video = sorted(tiny_data["validation"].rglob("*.mp4"))[0]
+    predictions = classifier(str(video), top_k=4)
+    assert {p["label"] for p in predictions} == {"down", "left", "right", "up"}
+    assert abs(sum(p["score"] for p in predictions) - 1) < 1e-4
