@@ -143,6 +143,14 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
         """Tell the model the current epoch: schedules (prototype freeze, logit queue, graph term) read it."""
         self.epoch = int(epoch)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters the optimizer must not decay: the prototypes.
+
+        Their rows are re-normalised every step, so decay has no use there, and without it the zero gradient of
+        the frozen epoch gives an exactly zero Adam update: frozen, as the authors' `grad = None`.
+        """
+        return {"prototypes.weight"} if self.config.use_prototypes else set()
+
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Re-normalise the prototypes to unit rows, as the authors do before every step."""

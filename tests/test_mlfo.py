@@ -242,6 +242,28 @@ def test_prototypes_are_frozen_in_epoch_zero_only():
         assert all(p.grad is not None for p in model.parameters())
 
 
+def test_prototypes_stay_put_under_the_training_optimizer_in_epoch_zero():
+    from hf_vssl.train.arguments import PretrainArguments
+    from hf_vssl.train.pretrain import build_optimizer
+
+    model = tiny_model()
+    optimizer = build_optimizer(PretrainArguments(optimizer="adam", weight_decay=1e-5), model)
+    model.after_optimizer_step()  # unit rows in float64 (the model was normalised in float32 and cast)
+    before = model.prototypes.weight.detach().clone()
+    model.set_epoch(0)
+    for _ in range(2):
+        model(views()).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.after_optimizer_step()
+    # Unchanged but for the re-normalisation's rounding (Adam with weight decay would move them by ~lr a step).
+    torch.testing.assert_close(model.prototypes.weight.detach(), before, rtol=0, atol=1e-12)
+    model.set_epoch(1)
+    model(views()).loss.backward()
+    optimizer.step()
+    assert (model.prototypes.weight.detach() - before).abs().max() > 1e-5
+
+
 def test_logit_queue_joins_the_codes_from_epoch_ten():
     model = tiny_model()
     model.eval()  # no enqueue, so both queue contents below meet the same batch

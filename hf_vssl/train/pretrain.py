@@ -98,13 +98,18 @@ def learning_rate_at(args: PretrainArguments, epoch: int) -> float:
 
 
 def build_optimizer(args: PretrainArguments, model):
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer, leaving out of weight decay what the model lists in `no_weight_decay()` (timm's hook)."""
+    excluded = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decayed = [p for n, p in model.named_parameters() if p.requires_grad and n not in excluded]
+    not_decayed = [p for n, p in model.named_parameters() if p.requires_grad and n in excluded]
+    groups = [
+        {"params": decayed, "weight_decay": args.weight_decay},
+        {"params": not_decayed, "weight_decay": 0.0},
+    ]
     if args.optimizer == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
-        )
+        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
     optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(parameters, lr=args.learning_rate, weight_decay=args.weight_decay)
+    return optimizer_class(groups, lr=args.learning_rate)
 
 
 def loss_terms(output) -> dict[str, torch.Tensor]:
