@@ -148,6 +148,50 @@ def test_resumed_run_reaches_the_same_weights_bitwise(tmp_path, tiny_data):
     assert not different, different
 
 
+def test_gradient_accumulation_and_bf16_autocast_run(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    _run(
+        [
+            sys.executable, str(PRETRAIN), "--config", str(_config(tmp_path)), "--train_dir", str(tiny_data["train"]),
+            "--output_dir", str(out), "--max_steps", "2", "--gradient_accumulation_steps", "2",
+            "--mixed_precision", "bf16",
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
+    assert all(0 < loss < 100 for loss in losses)
+    assert all(r["data/skipped_videos"] == 0 for r in records if "train/loss" in r)
+
+
+def test_bad_files_are_skipped_and_counted_in_the_logs(tmp_path, tiny_data):
+    import shutil
+
+    from .video_factory import write_bad_files
+
+    train = tmp_path / "train"
+    shutil.copytree(tiny_data["train"], train)
+    bad = write_bad_files(tmp_path / "bad")
+    for kind, path in bad.items():
+        shutil.copy(path, train / "left" / f"bad_{kind}.mp4")
+    out = tmp_path / "run"
+    _run(
+        [
+            sys.executable,
+            str(PRETRAIN),
+            "--config",
+            str(_config(tmp_path)),
+            "--train_dir",
+            str(train),
+            "--output_dir",
+            str(out),
+        ]
+    )
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["data/skipped_videos"] == len(bad)  # one epoch: each bad file met once
+    assert records[-1]["step"] == 6  # the 12 good videos still train, in batches of 2
+
+
 def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="Unknown key"):
         parse_arguments(["--config", str(_config(tmp_path, learning_rat=0.1))])
@@ -206,6 +250,26 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
         cwd=REPO,
     )
     assert result.returncode != 0 and "holds another run" in result.stderr
+    (out / "checkpoints" / "checkpoint_0").mkdir(parents=True)
+    args = parse_arguments(
+        [
+            "--config",
+            str(_config(tmp_path)),
+            "--train_dir",
+            str(tiny_data["train"]),
+            "--output_dir",
+            str(out),
+            "--overwrite_output_dir",
+        ]
+    )
+    from accelerate import Accelerator
+
+    from hf_vssl.train.pretrain import prepare_output_dir
+
+    (out / "notes.txt").write_text("mine")
+    prepare_output_dir(args, Accelerator(cpu=True))
+    # replaced: nothing of the old run is left to collide with, and nothing else is touched
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):

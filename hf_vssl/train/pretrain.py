@@ -12,6 +12,7 @@ order, so a resumed run reaches the same weights as an uninterrupted one.
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -75,13 +76,22 @@ def build_method_recipe(args: PretrainArguments, config):
 
 
 def prepare_output_dir(args: PretrainArguments, accelerator: Accelerator) -> Path:
+    """Refuse a folder that holds another run, unless asked to resume it or to replace it (then it is emptied)."""
     output_dir = Path(args.output_dir)
     holds_run = (output_dir / RUN_CONFIG).exists() or (output_dir / "checkpoints").exists()
-    if holds_run and not (args.overwrite_output_dir or args.resume_from_checkpoint):
-        raise FileExistsError(
-            f"{output_dir} holds another run; pass --overwrite_output_dir to replace it or "
-            f"--resume_from_checkpoint latest to continue it."
-        )
+    if holds_run and args.resume_from_checkpoint is None:
+        if not args.overwrite_output_dir:
+            raise FileExistsError(
+                f"{output_dir} holds another run; pass --overwrite_output_dir to replace it or "
+                f"--resume_from_checkpoint latest to continue it."
+            )
+        if accelerator.is_main_process:  # only what a run writes: never the user's other files
+            for name in (RUN_CONFIG, "checkpoints", "logs", "final"):
+                path = output_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            for path in output_dir.glob("sample_keys_rank*.txt"):
+                path.unlink()
+        accelerator.wait_for_everyone()
     return output_dir
 
 
@@ -291,6 +301,9 @@ def train(args: PretrainArguments) -> Path:
                 finished = True
                 break
         if not finished:
+            if progress.total is None:  # a stream's length is known once one epoch has passed: now the ETA
+                progress.total = state.step_in_epoch * args.num_train_epochs
+                progress.refresh()
             state.epoch += 1
             state.step_in_epoch = 0
         if args.validation_dir and not finished and state.epoch % args.knn_monitor_epochs == 0:
