@@ -1,18 +1,39 @@
-"""Data engine: PyAV decoding, streaming video sources, synthetic motion videos and shard preparation."""
+"""Data engine: streaming video sources, view recipes with recorded parameters, loaders, synthetic videos, prepare.
+
+Decoding itself is :mod:`hf_vssl.video_decoding` (shared with the processors that travel with checkpoints).
+"""
 
 from ..video_decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+from .loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
+from .recipes import RECIPES, ClipViews, CtrlAugViews, EvalViews, HDCViews, MLFOViews, build_recipe
 from .sources import load_video_source, source_label_names, split_source_for_process
 from .synthetic import MOTION_CLASSES, render_motion_video, write_synthetic_shards, write_synthetic_videos
+from .views import ColorSpec, CropSpec, ViewRecipe, apply_views, collate_views
 
 __all__ = [
     "MOTION_CLASSES",
+    "RECIPES",
+    "ClipViews",
+    "ColorSpec",
+    "CropSpec",
+    "CtrlAugViews",
+    "EvalViews",
+    "HDCViews",
+    "MLFOViews",
     "SkippedVideos",
     "VideoDecodeError",
     "VideoInfo",
     "VideoReader",
+    "VideoViewDataset",
+    "ViewRecipe",
+    "apply_views",
+    "build_recipe",
+    "build_view_dataloader",
+    "collate_views",
     "load_video_source",
     "read_frames",
     "render_motion_video",
+    "skipped_in_batch",
     "source_label_names",
     "split_source_for_process",
     "write_synthetic_shards",
