@@ -72,18 +72,20 @@ def evaluate_features(
     return results
 
 
-def nest_results(results: Mapping[str, float], scale: float = 100.0) -> dict[str, dict[str, float]]:
-    """``{"linear_probe/top1": 0.612}`` -> ``{"linear_probe": {"top1": 61.2}}`` (percent by default).
+def nest_results(
+    results: Mapping[str, float], scale: float = 100.0, digits: int = 2
+) -> dict[str, dict[str, float]]:
+    """``{"linear_probe/top1": 0.612}`` -> ``{"linear_probe": {"top1": 61.2}}`` (percent, ``digits`` decimals).
 
     The nested form is what `hf_vssl.hub` reads as evaluation results for model cards (values copied as they
-    are, so the scaling to percent happens here).
+    are, so the scaling to percent and the rounding of float32 noise happen here).
     """
     nested: dict[str, dict[str, float]] = {}
     for key, value in results.items():
         protocol, sep, metric = key.partition("/")
         if not sep or not protocol or not metric:
             raise ValueError(f"result key {key!r} is not of the form '<protocol>/<metric>'.")
-        nested.setdefault(protocol, {})[metric] = value * scale
+        nested.setdefault(protocol, {})[metric] = round(float(value) * scale, digits)
     return nested
 
 
