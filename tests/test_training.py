@@ -192,6 +192,33 @@ def test_bad_files_are_skipped_and_counted_in_the_logs(tmp_path, tiny_data):
     assert records[-1]["step"] == 6  # the 12 good videos still train, in batches of 2
 
 
+def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, tiny_data):
+    small = tmp_path / "small" / "left"
+    small.mkdir(parents=True)
+    video = sorted(tiny_data["train"].rglob("*.mp4"))[0]
+    (small / video.name).write_bytes(video.read_bytes())
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PRETRAIN),
+            "--config",
+            str(_config(tmp_path)),
+            "--train_dir",
+            str(small.parent),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--max_steps",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode != 0 and "yielded no batch" in result.stderr
+
+
 def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="Unknown key"):
         parse_arguments(["--config", str(_config(tmp_path, learning_rat=0.1))])

@@ -300,13 +300,25 @@ def train(args: PretrainArguments) -> Path:
             if total_steps is not None and state.global_step >= total_steps:
                 finished = True
                 break
+        if not finished and state.step_in_epoch == 0:
+            # Without this a max_steps run over such a source would start empty epochs forever.
+            raise RuntimeError(
+                f"Epoch {epoch} yielded no batch: the training source has fewer usable videos than "
+                f"{args.per_device_train_batch_size} per process x {accelerator.num_processes} processes "
+                f"({state.skipped_videos} skipped as bad so far)."
+            )
         if not finished:
             if progress.total is None:  # a stream's length is known once one epoch has passed: now the ETA
                 progress.total = state.step_in_epoch * args.num_train_epochs
                 progress.refresh()
             state.epoch += 1
             state.step_in_epoch = 0
-        if args.validation_dir and not finished and state.epoch % args.knn_monitor_epochs == 0:
+        last_epoch = total_steps is None and state.epoch >= args.num_train_epochs
+        if (
+            args.validation_dir
+            and not (finished or last_epoch)
+            and state.epoch % args.knn_monitor_epochs == 0
+        ):
             results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn",))
             accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
         if total_steps is None and state.epoch >= args.num_train_epochs:
