@@ -76,6 +76,14 @@ def _run(args, env=None, timeout=600):
     return result
 
 
+def _run_failing(args, timeout=300) -> str:
+    """Run a command that must fail; return its stderr (where the error message is)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+    assert result.returncode != 0, f"{' '.join(map(str, args))} succeeded but should have failed"
+    return result.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,7 +205,7 @@ def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, ti
     small.mkdir(parents=True)
     video = sorted(tiny_data["train"].rglob("*.mp4"))[0]
     (small / video.name).write_bytes(video.read_bytes())
-    result = subprocess.run(
+    stderr = _run_failing(
         [
             sys.executable,
             str(PRETRAIN),
@@ -209,14 +217,9 @@ def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, ti
             str(tmp_path / "run"),
             "--max_steps",
             "3",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        ]
     )
-    assert result.returncode != 0 and "yielded no batch" in result.stderr
+    assert "yielded no batch" in stderr
 
 
 def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
@@ -261,7 +264,7 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "run_config.yaml").write_text("method: mlfo\n")
-    result = subprocess.run(
+    stderr = _run_failing(
         [
             sys.executable,
             str(PRETRAIN),
@@ -271,12 +274,9 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
             str(tiny_data["train"]),
             "--output_dir",
             str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+        ]
     )
-    assert result.returncode != 0 and "holds another run" in result.stderr
+    assert "holds another run" in stderr
     (out / "checkpoints" / "checkpoint_0").mkdir(parents=True)
     args = parse_arguments(
         [
@@ -308,7 +308,7 @@ def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
     import hf_vssl
 
     hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
-    result = subprocess.run(
+    stderr = _run_failing(
         [
             sys.executable,
             str(EVALUATE),
@@ -318,13 +318,9 @@ def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
             str(unlabelled),
             "--validation_dir",
             str(tiny_data["validation"]),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        ]
     )
-    assert result.returncode != 0 and "no labels" in result.stderr and str(unlabelled) in result.stderr
+    assert "no labels" in stderr and str(unlabelled) in stderr
 
 
 def test_pretrain_pushes_a_loadable_repo_with_measured_results(
