@@ -6,8 +6,8 @@ synthetic h264 videos:
 * **raw decode**: decode exactly the frames the recipe needs (its ``decode_indices``, drawn with the same seeds)
   to ``rgb24`` ndarrays at the stored size with PyAV (``VideoReader.get_frames``), nothing else;
 * **stage 1**: the loader without augmentation (decode + view sampling + collate);
-* **full, stage 2 in main**: the loader plus :func:`apply_views` on each batch in the main process (what a GPU run
-  does, here on the CPU);
+* **full, stage 2 in main**: the loader plus :func:`apply_views` on each batch in the main process, on ``--device``
+  (default: CUDA when there is a GPU, as a training run does, otherwise the CPU);
 * **full, stage 2 in workers**: ``augment_in_workers=True`` (what a CPU run should do).
 
 Rates are clips/s, one clip = all views of one video. Usage::
@@ -120,14 +120,22 @@ def recipe_decode_indices(recipe, paths: list[str], seed: int) -> list[np.ndarra
 # --------------------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------------------
-def timed_pass(loader: DataLoader, recipe=None) -> tuple[float, float]:
-    """One pass over ``loader``. Returns ``(wall seconds, CPU seconds of the main process and all workers)``."""
+def timed_pass(loader: DataLoader, recipe=None, device: torch.device | None = None) -> tuple[float, float]:
+    """One pass over ``loader``, with stage 2 on ``device`` when ``recipe`` is given.
+
+    Returns ``(wall seconds, CPU seconds of the main process and all workers)``.
+    """
     iterator = iter(loader)  # persistent workers: started by the warm-up pass, reused here
     before = _cpu_seconds()
     start = time.perf_counter()
     for batch in iterator:
         if recipe is not None:
+            batch = {
+                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
             apply_views(batch, recipe)
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start, _cpu_seconds() - before
 
 
@@ -159,7 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (median)")
     parser.add_argument("--main-threads", type=int, default=1, help="torch threads of the main process")
     parser.add_argument("--video-dir", default=None, help="reuse/keep the synthetic videos here")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where the main process runs stage 2 (default: cuda if available, else cpu)",
+    )
     args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     torch.set_num_threads(args.main_threads)
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -178,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# {len(paths)} h264 videos, {args.num_frames} frames, {size[0]}x{size[1]}, GOP {args.gop}, "
         f"{kib_per_frame:.1f} KiB/frame; {args.num_workers} workers, batch {args.batch_size}, "
-        f"output {args.output_size}x{args.output_size}, {os.cpu_count()} CPUs, torch {torch.__version__}\n"
+        f"output {args.output_size}x{args.output_size}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"stage 2 in main on {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + "\n"
     )
     rows = []
     for name in args.recipes.split(","):
@@ -188,7 +205,12 @@ def main(argv: list[str] | None = None) -> None:
         loaders = {
             "raw": (DataLoader(RawDecode(paths, indices), args.batch_size, **workers), None),
             "stage1": (build_view_dataloader(paths, recipe, args.batch_size, **workers), None),
-            "main": (build_view_dataloader(paths, recipe, args.batch_size, **workers), recipe),
+            "main": (
+                build_view_dataloader(
+                    paths, recipe, args.batch_size, pin_memory=device.type == "cuda", **workers
+                ),
+                recipe,
+            ),
             "workers": (
                 build_view_dataloader(paths, recipe, args.batch_size, augment_in_workers=True, **workers),
                 None,
@@ -196,18 +218,21 @@ def main(argv: list[str] | None = None) -> None:
         }
         walls, cpus = {key: [] for key in loaders}, {key: [] for key in loaders}
         for loader, stage2 in loaders.values():
-            timed_pass(loader, stage2)  # warm-up: starts the workers; caches, allocator, lazy initialisation
+            timed_pass(
+                loader, stage2, device
+            )  # warm-up: starts the workers; caches, allocator, lazy initialisation
         for _ in range(args.repeats):  # interleaved, so that machine noise hits every configuration alike
             for key, (loader, stage2) in loaders.items():
-                wall, cpu = timed_pass(loader, stage2)
+                wall, cpu = timed_pass(loader, stage2, device)
                 walls[key].append(wall)
                 cpus[key].append(cpu)
         wall_rate = {key: len(paths) / statistics.median(values) for key, values in walls.items()}
         # What the pipeline sustains on otherwise idle cores: clips per CPU-second x cores in use.
         cores = max(1, min(args.num_workers, os.cpu_count() or 1))
         cpu_rate = {key: cores * len(paths) / statistics.median(values) for key, values in cpus.items()}
+        cpu_ms = {key: 1e3 * statistics.median(values) / len(paths) for key, values in cpus.items()}
         frames = int(np.mean([len(i) for i in indices]))
-        rows.append((name, frames, cpu_rate, wall_rate))
+        rows.append((name, frames, cpu_rate, wall_rate, cpu_ms))
         del loaders  # stops the persistent workers
 
     tables = (
@@ -217,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     for title, column in tables:
         print(f"\n{title}\n")
         print(
-            "| recipe | frames decoded / clip | raw decode (clips/s) | stage 1 only | full, stage 2 in main | "
+            f"| recipe | frames decoded / clip | raw decode (clips/s) | stage 1 only | full, stage 2 in main ({device.type}) | "
             "ratio | full, stage 2 in workers | ratio |"
         )
         print("|---|---|---|---|---|---|---|---|")
@@ -227,6 +252,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {name} | {frames} | {r['raw']:.1f} | {r['stage1']:.1f} | {r['main']:.1f} | "
                 f"{r['main'] / r['raw']:.2f} | {r['workers']:.1f} | {r['workers'] / r['raw']:.2f} |"
             )
+    # Where the CPU time goes: a pipeline sustains ratio r on idle cores when its CPU cost per clip is raw / r.
+    print("\nCPU milliseconds per clip, main process and workers together\n")
+    print(
+        f"| recipe | raw decode | stage 1 only | full, stage 2 in main ({device.type}) | full, stage 2 in workers |"
+    )
+    print("|---|---|---|---|---|")
+    for name, _, _, _, ms in rows:
+        print(f"| {name} | {ms['raw']:.1f} | {ms['stage1']:.1f} | {ms['main']:.1f} | {ms['workers']:.1f} |")
     print(
         f"\ncommand: python benchmarks/data_throughput.py {' '.join(sys.argv[1:] if argv is None else argv)}"
     )

@@ -162,6 +162,19 @@ def test_rendering_in_workers_equals_rendering_in_the_main_process(files):
     assert apply_views(batch, r) is batch
 
 
+def test_the_target_device_picks_where_stage_2_runs(files):
+    """A CPU run renders in the workers; a CUDA run gets pinned stage-1 batches and renders on the GPU."""
+    source, r = examples(files["good"]), recipe()
+    on_cpu = build_view_dataloader(source, r, 2, num_workers=0, device="cpu")
+    assert "pixel_values" in next(iter(on_cpu)) and not on_cpu.pin_memory
+    on_gpu = build_view_dataloader(source, r, 2, num_workers=0, device=torch.device("cuda"))
+    assert on_gpu.pin_memory and on_gpu.collate_fn.recipe is None
+    unspecified = build_view_dataloader(source, r, 2, num_workers=0)
+    assert "pixel_values" not in next(iter(unspecified)) and not unspecified.pin_memory
+    forced = build_view_dataloader(source, r, 2, num_workers=0, device="cpu", augment_in_workers=False)
+    assert "pixel_values" not in next(iter(forced))
+
+
 def test_streaming_datasets_source_with_workers(files, tmp_path):
     """A folder source from ``load_video_source`` (a sharded datasets.IterableDataset) splits over workers."""
     from hf_vssl.data.sources import load_video_source

@@ -3,7 +3,7 @@
 Typical training loop (every method, nothing method-specific)::
 
     recipe = MLFOViews()
-    loader = build_view_dataloader(source, recipe, batch_size=64, num_workers=8, seed=0)
+    loader = build_view_dataloader(source, recipe, batch_size=64, num_workers=8, seed=0, device="cuda")
     for epoch in range(num_epochs):
         loader.dataset.set_epoch(epoch)
         for batch in loader:                       # stage-1 batch: uint8 canvases + parameters (tensors only)
@@ -11,10 +11,11 @@ Typical training loop (every method, nothing method-specific)::
             skipped += int(batch["num_skipped"].sum())      # bad videos met since the previous sample
             ...
 
-On a CPU-only machine pass ``augment_in_workers=True``: workers then run stage 2 on each batch they
-collate, the batches already hold ``pixel_values``, and :func:`apply_views` returns them unchanged. On CPU,
-``THP_MEM_ALLOC_ENABLE=1`` in the environment (PyTorch backs large tensors with huge pages) saves the page faults
-of every fresh batch-sized buffer.
+With ``device="cpu"`` (or ``augment_in_workers=True``) the workers run stage 2 on each batch they collate, the
+batches already hold ``pixel_values``, and :func:`apply_views` returns them unchanged. On CPU,
+``THP_MEM_ALLOC_ENABLE=1`` in the environment (PyTorch backs large tensors with huge pages) can save the page
+faults of every fresh batch-sized buffer; whether it does depends on the kernel's huge-page settings, so measure
+(``benchmarks/data_throughput.py`` sets it).
 """
 
 from __future__ import annotations
@@ -209,10 +210,11 @@ def build_view_dataloader(
     num_workers: int = 2,
     *,
     seed: int = 0,
-    augment_in_workers: bool = False,
+    device: torch.device | str | None = None,
+    augment_in_workers: bool | None = None,
     return_keys: bool = False,
     drop_last: bool = False,
-    pin_memory: bool = False,
+    pin_memory: bool | None = None,
     prefetch_factor: int | None = None,
     persistent_workers: bool = False,
     multiprocessing_context: Any = None,
@@ -223,7 +225,19 @@ def build_view_dataloader(
     Batches hold only tensors (plus ``keys`` with ``return_keys``), so accelerate can dispatch them. The
     dataset is ``loader.dataset`` (call its ``set_epoch`` every epoch). Without ``augment_in_workers`` apply
     :func:`~hf_vssl.data.views.apply_views` to each batch on the training device.
+
+    Args:
+        device: the device the batches are for. It sets the defaults of the next two arguments: a CPU
+            renders the views in the workers (the main process is busy with the model), a CUDA device gets
+            pinned batches (so ``.to(device, non_blocking=True)`` overlaps the copy) and renders on the GPU.
+        augment_in_workers: run stage 2 in the workers (default: ``device`` is a CPU).
+        pin_memory: pin the batches (default: ``device`` is a CUDA device).
     """
+    device_type = torch.device(device).type if device is not None else None
+    if augment_in_workers is None:
+        augment_in_workers = device_type == "cpu"
+    if pin_memory is None:
+        pin_memory = device_type == "cuda"
     if isinstance(source, VideoViewDataset):
         dataset = source
     else:

@@ -47,13 +47,18 @@ def video_features(
         raise ValueError(
             f"{spec} has no labels: evaluation protocols need a labelled source (class sub-folders)."
         )
-    loader = build_view_dataloader(source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    loader = build_view_dataloader(
+        source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0, device=device
+    )
 
     def batches():
         for batch in loader:
             batch.pop("num_skipped", None)
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = {
+                k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
             yield recipe.apply(batch)
 
     features = extract_features(encoder, batches(), device=device)

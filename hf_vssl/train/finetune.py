@@ -127,7 +127,7 @@ def finetune(args: FinetuneArguments) -> Path:
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         seed=args.seed,
-        augment_in_workers=accelerator.device.type == "cpu",
+        device=accelerator.device,
         drop_last=True,
     )
     test_recipe = evaluation_recipe(
@@ -138,7 +138,7 @@ def finetune(args: FinetuneArguments) -> Path:
         test_recipe,
         batch_size=max(1, args.per_device_train_batch_size // 2),
         num_workers=args.dataloader_num_workers,
-        augment_in_workers=accelerator.device.type == "cpu",
+        device=accelerator.device,
     )
 
     for epoch in tqdm(

@@ -180,8 +180,7 @@ def train(args: PretrainArguments) -> Path:
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         seed=args.seed,
-        # Without an accelerator the workers augment too: the main process is busy with the model.
-        augment_in_workers=accelerator.device.type == "cpu",
+        device=accelerator.device,
         return_keys=args.record_sample_keys,
         # Equal batches on every process: contrastive negatives are indexed by process rank.
         drop_last=True,
