@@ -615,24 +615,45 @@ def test_gray_and_normalisation():
         np.testing.assert_allclose(got[2], np.repeat(images[2][..., 2:3] / 255, 3, -1), atol=1e-6)
 
 
+def blur_reference(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Direct 2-D Gaussian blur of ``x`` ``[C, H, W]`` in float64: radius ``min(ceil(3 sigma), side - 1)`` per
+    axis, weights normalised over the taps, reflect padding (``-i -> i``, ``size - 1 + i -> size - 1 - i``)."""
+    C, H, W = x.shape
+
+    def kernel(size):
+        radius = min(math.ceil(3 * sigma), size - 1)
+        taps = np.arange(-radius, radius + 1)
+        weights = np.exp(-0.5 * (taps / sigma) ** 2)
+        return taps, weights / weights.sum()
+
+    reflect = lambda i, size: abs(i) if i < 0 else (2 * (size - 1) - i if i >= size else i)  # noqa: E731
+    (taps_h, k_h), (taps_w, k_w) = kernel(H), kernel(W)
+    expected = np.zeros_like(x, dtype=np.float64)
+    for i, j in np.ndindex(H, W):
+        for di, wi in zip(taps_h, k_h):
+            for dj, wj in zip(taps_w, k_w):
+                expected[:, i, j] += wi * wj * x[:, reflect(i + di, H), reflect(j + dj, W)]
+    return expected
+
+
 def test_gaussian_blur_matches_direct_convolution():
     rng = np.random.default_rng(7)
     images = torch.tensor(rng.random((2, 3, 9, 11)), dtype=torch.float32)
-    sigma = torch.tensor([0.6, 1.3])
+    sigma = torch.tensor([0.6, 1.3])  # each image its own kernel, whatever the batch holds
     got = gaussian_blur(images, sigma).numpy()
-    radius = math.ceil(3 * 1.3)
     for n in range(2):
-        taps = np.arange(-radius, radius + 1)
-        kernel = np.exp(-0.5 * (taps / sigma[n].item()) ** 2)
-        kernel /= kernel.sum()
-        x = images[n].numpy().astype(np.float64)
-        reflect = lambda i, size: abs(i) if i < 0 else (2 * (size - 1) - i if i >= size else i)  # noqa: E731
-        expected = np.zeros_like(x)
-        for i, j in np.ndindex(9, 11):
-            for di, wi in zip(taps, kernel):
-                for dj, wj in zip(taps, kernel):
-                    expected[:, i, j] += wi * wj * x[:, reflect(i + di, 9), reflect(j + dj, 11)]
-        np.testing.assert_allclose(got[n], expected, atol=1e-5)
+        np.testing.assert_allclose(got[n], blur_reference(images[n].numpy(), sigma[n].item()), atol=1e-5)
+    for shape in ((2, 3, 4), (1, 1, 5)):  # radius 3 clipped to 2 and 3; a one-pixel axis is left alone
+        tiny = torch.tensor(rng.random((1, *shape)), dtype=torch.float32)
+        np.testing.assert_allclose(
+            gaussian_blur(tiny, 1.0)[0].numpy(), blur_reference(tiny[0].numpy(), 1.0), atol=1e-5
+        )
+    # sigma 0 leaves an image alone, a scalar sigma blurs all, and out=images blurs in place
+    torch.testing.assert_close(gaussian_blur(images, torch.tensor([0.0, 1.3]))[0], images[0], rtol=0, atol=0)
+    torch.testing.assert_close(gaussian_blur(images, 1.3), gaussian_blur(images, torch.tensor([1.3, 1.3])))
+    in_place = images.clone()
+    gaussian_blur(in_place, sigma, out=in_place)
+    np.testing.assert_allclose(in_place.numpy(), got, atol=1e-6)
 
 
 def test_blur_is_applied_to_the_views_that_drew_it(videos):

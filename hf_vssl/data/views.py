@@ -574,10 +574,8 @@ def apply_views(batch: dict[str, Any], recipe: ViewRecipe, out: torch.Tensor | N
         pixels.copy_(
             render_color(clips, flat, recipe.color_mode, recipe.gray_before_jitter, recipe.mean, recipe.std)
         )
-    sigma = flat["blur_sigma"]
-    if bool((sigma > 0).any()):
-        blurred = torch.nonzero(sigma > 0).squeeze(1)
-        pixels[blurred] = gaussian_blur(pixels[blurred], sigma[blurred])
+    if bool((flat["blur_sigma"] > 0).any()):
+        gaussian_blur(pixels, flat["blur_sigma"], out=pixels)
     rendered = {name: value for name, value in batch.items() if name not in STAGE1_ONLY_KEYS}
     rendered["pixel_values"] = pixels.view(B, V, T, 3, *size)
     return rendered
@@ -849,22 +847,47 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return value[:, None, :] - chroma[:, None, :] * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with one ``sigma`` per image; reflect padding; kernel radius ``ceil(3 sigma)``.
+def gaussian_blur(
+    images: torch.Tensor, sigma: torch.Tensor | float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Separable Gaussian blur with one ``sigma`` per image; reflect padding.
+
+    The kernel radius is ``ceil(3 sigma)`` (at most the image side minus one), so an image's result does not
+    depend on the other images of the batch. Each run of images with equal ``sigma`` (the frames of a view)
+    is blurred with two matrix products by banded blur matrices that fold the reflection in: on CPUs that
+    is about twice as fast as a depthwise convolution, and it needs no padded copy.
 
     Args:
         images: ``float [N, C, H, W]``.
-        sigma: ``[N]`` standard deviations in pixels (> 0).
+        sigma: ``[N]`` standard deviations in pixels, or one for all; ``0`` leaves an image as it is.
+        out: optional output (may be ``images`` itself: the blur then runs in place).
     """
     N, C, H, W = images.shape
-    if N == 0:
-        return images
-    radius = int(math.ceil(3.0 * float(sigma.max())))
-    radius = max(1, min(radius, H - 1, W - 1))
-    taps = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (taps[None, :] / sigma.float()[:, None]) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(C, dim=0)  # [N*C, k]
-    x = F.pad(images.reshape(1, N * C, H, W), (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, kernel[:, None, None, :], groups=N * C)
-    x = F.conv2d(x, kernel[:, None, :, None], groups=N * C)
-    return x.view(N, C, H, W)
+    if out is None:
+        out = torch.empty_like(images)
+    sigmas = [float(sigma)] * N if not torch.is_tensor(sigma) or sigma.dim() == 0 else sigma.tolist()
+    start = 0
+    while start < N:
+        end = start + 1
+        while end < N and sigmas[end] == sigmas[start]:
+            end += 1
+        if sigmas[start] > 0:
+            rows = _blur_matrix(sigmas[start], H, images.device)
+            cols = _blur_matrix(sigmas[start], W, images.device)
+            torch.matmul(rows, torch.matmul(images[start:end], cols.T), out=out[start:end])
+        elif out.data_ptr() != images.data_ptr():
+            out[start:end] = images[start:end]
+        start = end
+    return out
+
+
+def _blur_matrix(sigma: float, size: int, device: torch.device) -> torch.Tensor:
+    """``[size, size]`` matrix ``K`` with ``K @ x`` = ``x`` blurred along its first axis (reflect padding)."""
+    radius = min(math.ceil(3.0 * sigma), size - 1)
+    taps = torch.arange(-radius, radius + 1, device=device)
+    kernel = torch.exp(-0.5 * (taps.float() / sigma) ** 2)
+    kernel /= kernel.sum()
+    source = (torch.arange(size, device=device)[:, None] + taps[None, :]).abs()  # reflect at 0 ...
+    source = torch.where(source > size - 1, 2 * (size - 1) - source, source)  # ... and at size - 1
+    matrix = torch.zeros(size, size, device=device)
+    return matrix.scatter_add_(1, source, kernel.expand(size, -1).contiguous())
