@@ -130,10 +130,7 @@ def timed_pass(loader: DataLoader, recipe=None, device: torch.device | None = No
     start = time.perf_counter()
     for batch in iterator:
         if recipe is not None:
-            batch = {
-                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-            }
-            apply_views(batch, recipe)
+            apply_views(batch, recipe, device=device)
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start, _cpu_seconds() - before

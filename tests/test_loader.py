@@ -173,6 +173,9 @@ def test_the_target_device_picks_where_stage_2_runs(files):
     assert "pixel_values" not in next(iter(unspecified)) and not unspecified.pin_memory
     forced = build_view_dataloader(source, r, 2, num_workers=0, device="cpu", augment_in_workers=False)
     assert "pixel_values" not in next(iter(forced))
+    # rendering a stage-1 batch on the target device gives what the workers rendered
+    rendered = r.apply(next(iter(unspecified)), device="cpu")["pixel_values"]
+    assert torch.equal(rendered, next(iter(on_cpu))["pixel_values"])
 
 
 def test_streaming_datasets_source_with_workers(files, tmp_path):

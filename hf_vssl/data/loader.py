@@ -7,7 +7,7 @@ Typical training loop (every method, nothing method-specific)::
     for epoch in range(num_epochs):
         loader.dataset.set_epoch(epoch)
         for batch in loader:                       # stage-1 batch: uint8 canvases + parameters (tensors only)
-            batch = apply_views(to_device(batch), recipe)   # stage 2 on the GPU: pixel_values [B, V, T, C, H, W]
+            batch = apply_views(batch, recipe, device="cuda")   # stage 2 on the GPU: pixel_values [B, V, T, C, H, W]
             skipped += int(batch["num_skipped"].sum())      # bad videos met since the previous sample
             ...
 

@@ -421,9 +421,9 @@ class ViewRecipe:
         need = self.min_num_frames if need is None else need
         return VideoTooShortError(f"{info.num_frames} frames, {type(self).__name__} needs at least {need}")
 
-    def apply(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Stage 2 on a collated batch: shorthand for ``apply_views(batch, self)``."""
-        return apply_views(batch, self)
+    def apply(self, batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
+        """Stage 2 on a collated batch: shorthand for ``apply_views(batch, self, device=device)``."""
+        return apply_views(batch, self, device=device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data description of the recipe (for logs and resolved configs)."""
@@ -522,8 +522,13 @@ def empty_tensor(shape: tuple[int, ...], dtype: torch.dtype, shared: bool = Fals
 # --------------------------------------------------------------------------------------------------------------
 # Stage 2: batch -> pixels
 # --------------------------------------------------------------------------------------------------------------
-def apply_views(batch: dict[str, Any], recipe: ViewRecipe, out: torch.Tensor | None = None) -> dict[str, Any]:
-    """Stage 2: render every view of a collated stage-1 batch on the batch's device.
+def apply_views(
+    batch: dict[str, Any],
+    recipe: ViewRecipe,
+    out: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Stage 2: render every view of a collated stage-1 batch on the batch's device (or on ``device``).
 
     Args:
         batch: output of :func:`collate_views` (tensors on any device); ``frames`` ``uint8 [B, S, Hc, Wc, 3]``.
@@ -531,6 +536,7 @@ def apply_views(batch: dict[str, Any], recipe: ViewRecipe, out: torch.Tensor | N
         recipe: supplies ``output_size``, ``mean``/``std``, ``color_mode``, ``gray_before_jitter``,
             ``antialias``.
         out: optional ``float32 [B, V, T, 3, H, W]`` buffer for ``pixel_values`` (e.g. in shared memory).
+        device: move the batch's tensors there first (asynchronously when they are pinned).
 
     Returns:
         The batch without ``frames``/``frame_slots``/``canvas_boxes`` and with ``pixel_values``
@@ -538,6 +544,8 @@ def apply_views(batch: dict[str, Any], recipe: ViewRecipe, out: torch.Tensor | N
         ``[B, V, T]``, ``crop_boxes`` ``[B, V, 4]`` (source pixels), ``flips`` ``[B, V]``, colour parameters
         ``[B, V, T]`` (``jitter_order`` ``[B, V, T, 4]``), ``labels``, recipe extras.
     """
+    if device is not None:
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     if "pixel_values" in batch:
         return batch
     frames, slots = batch["frames"], batch["frame_slots"]

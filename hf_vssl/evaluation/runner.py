@@ -55,11 +55,7 @@ def video_features(
     def batches():
         for batch in loader:
             batch.pop("num_skipped", None)
-            batch = {
-                k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()
-            }
-            yield recipe.apply(batch)
+            yield recipe.apply(batch, device=device)
 
     features = extract_features(encoder, batches(), device=device)
     if (features.labels < 0).any():

@@ -69,9 +69,7 @@ def multi_view_accuracy(model, loader, recipe, device) -> float:
     correct = total = 0
     with torch.no_grad():
         for batch in loader:
-            batch = recipe.apply(
-                {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            )
+            batch = recipe.apply(batch, device=device)
             pixel_values, labels = batch["pixel_values"], batch["labels"]
             videos, views = pixel_values.shape[:2]
             logits = model(pixel_values.flatten(0, 1)).logits.float()
@@ -146,9 +144,7 @@ def finetune(args: FinetuneArguments) -> Path:
     ):
         train_loader.dataset.set_epoch(epoch)
         for batch in train_loader:
-            batch = train_recipe.apply(
-                {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            )
+            batch = train_recipe.apply(batch, device=accelerator.device)
             output = model(pixel_values=batch["pixel_values"][:, 0], labels=batch["labels"])
             accelerator.backward(output.loss)
             optimizer.step()

@@ -254,11 +254,7 @@ def train(args: PretrainArguments) -> Path:
             keys = batch.pop("keys", None)
             if sample_keys is not None and keys is not None:
                 sample_keys.write("".join(f"{epoch}\t{key}\n" for key in keys))
-            batch = {
-                k: v.to(accelerator.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()
-            }
-            views = recipe.apply(batch)
+            views = recipe.apply(batch, device=accelerator.device)
             with accelerator.accumulate(model):
                 output = model(**views)
                 accelerator.backward(output.loss)
