@@ -162,6 +162,22 @@ def test_rendering_in_workers_equals_rendering_in_the_main_process(files):
     assert apply_views(batch, r) is batch
 
 
+@pytest.mark.parametrize("augment_in_workers", [False, True])
+def test_worker_batches_travel_as_one_shared_block(files, augment_in_workers):
+    """Each worker batch crosses to the main process as one shared-memory block (a SharedBatch) and arrives as a
+    plain dict in which only the large entry (the canvases, or the rendered pixels) is still shared memory."""
+    loader = build_view_dataloader(
+        examples(files["good"]), recipe(), 3, num_workers=2, augment_in_workers=augment_in_workers
+    )
+    large = "pixel_values" if augment_in_workers else "frames"
+    batches = list(loader)
+    assert len(batches) == 2
+    for batch in batches:
+        assert type(batch) is dict
+        assert [name for name, value in batch.items() if value.is_shared()] == [large]
+        assert batch["labels"].dtype == torch.int64 and batch["crop_boxes"].shape == (3, 3, 4)
+
+
 def test_the_target_device_picks_where_stage_2_runs(files):
     """A CPU run renders in the workers; a CUDA run gets pinned stage-1 batches and renders on the GPU."""
     source, r = examples(files["good"]), recipe()

@@ -5,7 +5,9 @@ references written from their definitions (torchvision semantics, colorsys for H
 """
 
 import colorsys
+import copy
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from hf_vssl.data.views import (
     IMAGENET_STD,
     ColorSpec,
     CropSpec,
+    SharedBatch,
     apply_views,
     collate_views,
     gaussian_blur,
@@ -413,6 +416,34 @@ def test_mixed_canvas_sizes_are_padded_without_changing_pixels(videos):
     together = apply_views(collate_views([small, large]), recipe)["pixel_values"]
     alone = apply_views(collate_views([small]), recipe)["pixel_values"]
     assert torch.equal(together[0], alone[0])
+
+
+def test_shared_collate_pickles_as_one_block_and_rebuilds_the_same_batch(videos):
+    from multiprocessing.reduction import ForkingPickler
+
+    recipe = MLFOViews()
+    samples = [dict(sample(videos["index"], recipe, key=k), key=f"v{k}") for k in range(2)]
+    private, shared = collate_views(samples, shared=False), collate_views(samples, shared=True)
+    assert isinstance(shared, SharedBatch) and not isinstance(private, SharedBatch)
+    block = shared.block.untyped_storage().data_ptr()
+    for name, value in shared.items():
+        if name != "keys":
+            assert value.untyped_storage().data_ptr() == block and value.data_ptr() % 64 == 0, name
+            assert value.dtype == private[name].dtype and torch.equal(value, private[name]), name
+    shared["extra"] = torch.arange(3)  # not in the block: travels as usual
+    sent = ForkingPickler.loads(ForkingPickler.dumps(shared))  # as a DataLoader worker sends it
+    copied = pickle.loads(pickle.dumps(shared))  # by value
+    assert copy.copy(shared).block is shared.block
+    for rebuilt in (sent, copied):
+        assert type(rebuilt) is dict and list(rebuilt) == list(shared)
+        assert rebuilt["keys"] == ["v0", "v1"] and torch.equal(rebuilt["extra"], torch.arange(3))
+        for name, value in private.items():
+            assert rebuilt[name] == value if name == "keys" else torch.equal(rebuilt[name], value), name
+    # only the largest entry stays in the shared block: keeping small ones must not keep the frames alive
+    in_block = [n for n, v in sent.items() if torch.is_tensor(v) and v.untyped_storage().data_ptr() == block]
+    assert in_block == ["frames"]
+    shared["frames"][0, 0, 0, 0, 0] += 1  # the same memory, not a copy
+    assert torch.equal(sent["frames"], shared["frames"])
 
 
 def test_build_recipe_from_config_values():

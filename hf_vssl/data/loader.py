@@ -31,7 +31,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..video_decoding import SkippedVideos, VideoDecodeError, VideoReader
-from .views import ViewRecipe, apply_views, collate_views, empty_tensor, sample_rng, sample_views
+from .views import (
+    STAGE1_ONLY_KEYS,
+    ViewRecipe,
+    apply_views,
+    collate_views,
+    empty_batch,
+    sample_rng,
+    sample_views,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +183,8 @@ class ViewCollator:
     """The DataLoader ``collate_fn``: stack stage-1 samples, and with a ``recipe`` also render them (stage 2).
 
     Rendering in the collate function runs stage 2 once per batch inside the worker and writes
-    ``pixel_values`` straight into shared memory, so the decoded canvases never leave the worker and the
-    rendered batch is not copied again on its way to the main process.
+    ``pixel_values`` straight into the shared-memory batch, so the decoded canvases never leave the worker and
+    the rendered batch is not copied again on its way to the main process.
     """
 
     def __init__(self, recipe: ViewRecipe | None = None):
@@ -185,16 +193,24 @@ class ViewCollator:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         if self.recipe is None:
             return collate_views(samples)
-        in_worker = get_worker_info() is not None
-        batch = collate_views(samples, shared=False)
-        B, V, T = batch["frame_slots"].shape
-        out = empty_tensor((B, V, T, 3, *self.recipe.output_size), torch.float32, shared=in_worker)
-        rendered = apply_views(batch, self.recipe, out=out)
-        if in_worker:
-            for value in rendered.values():
-                if isinstance(value, torch.Tensor):
-                    value.share_memory_()  # small parameter tensors; pixel_values already is
-        return rendered
+        stage1 = collate_views(samples, shared=False)
+        B, V, T = stage1["frame_slots"].shape
+        layout = {
+            name: (tuple(value.shape), value.dtype)
+            for name, value in stage1.items()
+            if isinstance(value, torch.Tensor) and name not in STAGE1_ONLY_KEYS
+        }
+        layout["pixel_values"] = ((B, V, T, 3, *self.recipe.output_size), torch.float32)
+        batch = empty_batch(layout, shared=get_worker_info() is not None)
+        rendered = apply_views(stage1, self.recipe, out=batch["pixel_values"])
+        for name, value in rendered.items():
+            if name == "pixel_values":
+                continue  # rendered in place
+            if name in batch:
+                batch[name].copy_(value)
+            else:
+                batch[name] = value  # keys
+        return batch
 
 
 def _splits_itself(source: Any) -> bool:
