@@ -151,6 +151,11 @@ def _cpu_seconds() -> float:
     return total
 
 
+def _ratio(rates: dict[str, float], spread: dict[str, list[float]], key: str) -> str:
+    """``rates[key] / rates["raw"]``, with the lowest and highest ratio of single repeats."""
+    return f"{rates[key] / rates['raw']:.2f} ({min(spread[key]):.2f}-{max(spread[key]):.2f})"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", default="mlfo,ctrlaug,hdc")
@@ -229,13 +234,27 @@ def main(argv: list[str] | None = None) -> None:
         cpu_rate = {key: cores * len(paths) / statistics.median(values) for key, values in cpus.items()}
         cpu_ms = {key: 1e3 * statistics.median(values) / len(paths) for key, values in cpus.items()}
         frames = int(np.mean([len(i) for i in indices]))
-        rows.append((name, frames, cpu_rate, wall_rate, cpu_ms))
+        # ratio of each repeat (its configurations ran back to back): the spread shows this run's noise
+        cpu_spread, wall_spread = (
+            {key: [raw / value for raw, value in zip(runs["raw"], runs[key])] for key in ("main", "workers")}
+            for runs in (cpus, walls)
+        )
+        rows.append(
+            {
+                "name": name,
+                "frames": frames,
+                "cpu": (cpu_rate, cpu_spread),
+                "wall": (wall_rate, wall_spread),
+                "cpu_ms": cpu_ms,
+            }
+        )
         del loaders  # stops the persistent workers
 
     tables = (
-        (f"CPU-time based: clips per CPU-second x {cores} cores (what otherwise idle cores sustain)", 2),
-        ("wall clock: clips/s as measured (includes whatever else the machine is running)", 3),
+        (f"CPU-time based: clips per CPU-second x {cores} cores (what otherwise idle cores sustain)", "cpu"),
+        ("wall clock: clips/s as measured (includes whatever else the machine is running)", "wall"),
     )
+    print("ratios: of the median rates, with the lowest and highest ratio of single repeats in brackets")
     for title, column in tables:
         print(f"\n{title}\n")
         print(
@@ -244,10 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         for row in rows:
-            name, frames, r = row[0], row[1], row[column]
+            name, frames, (r, spread) = row["name"], row["frames"], row[column]
             print(
-                f"| {name} | {frames} | {r['raw']:.1f} | {r['stage1']:.1f} | {r['main']:.1f} | "
-                f"{r['main'] / r['raw']:.2f} | {r['workers']:.1f} | {r['workers'] / r['raw']:.2f} |"
+                f"| {name} | {frames} | {r['raw']:.1f} | {r['stage1']:.1f} ({r['stage1'] / r['raw']:.2f}) | {r['main']:.1f} | "
+                f"{_ratio(r, spread, 'main')} | {r['workers']:.1f} | {_ratio(r, spread, 'workers')} |"
             )
     # Where the CPU time goes: a pipeline sustains ratio r on idle cores when its CPU cost per clip is raw / r.
     print("\nCPU milliseconds per clip, main process and workers together\n")
@@ -255,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         f"| recipe | raw decode | stage 1 only | full, stage 2 in main ({device.type}) | full, stage 2 in workers |"
     )
     print("|---|---|---|---|---|")
-    for name, _, _, _, ms in rows:
+    for row in rows:
+        name, ms = row["name"], row["cpu_ms"]
         print(f"| {name} | {ms['raw']:.1f} | {ms['stage1']:.1f} | {ms['main']:.1f} | {ms['workers']:.1f} |")
     print(
         f"\ncommand: python benchmarks/data_throughput.py {' '.join(sys.argv[1:] if argv is None else argv)}"
