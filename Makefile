@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/data_throughput.py
+	$(PY) benchmarks/batch_transfer.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -39,3 +39,28 @@ def test_data_throughput_benchmark_prints_its_tables(tmp_path):
             numbers = ratio.split(" ", 1)[-1].strip("()").replace("-", " ").split()
             assert all(float(x) > 0 for x in numbers), ratio
     assert "CPU milliseconds per clip" in out
+
+
+def test_batch_transfer_benchmark_prints_its_table():
+    args = [
+        "--num-videos",
+        "4",
+        "--size",
+        "48x64",
+        "--batch-size",
+        "2",
+        "--passes",
+        "1",
+        "--consumer-seconds",
+        "0.05",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "batch_transfer.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| one ")]
+    assert len(rows) == 3 and rows[0].endswith("| 1.00 |"), result.stdout
+    assert "Skipping" not in result.stderr, result.stderr  # the workers stop before their videos are deleted

@@ -548,13 +548,14 @@ _BLOCK_ALIGNMENT = 64
 class SharedBatch(dict):
     """A batch (a ``dict``) whose tensors are views of one shared-memory ``block`` (``uint8``, all of it).
 
-    Sending a CPU tensor to another process (a DataLoader worker's batch to the main process) passes its
-    storage's file descriptor over a fresh authenticated socket connection, a round trip of about 0.2 ms for
-    the receiver per tensor; a stage-1 batch holds about twenty tensors. A ``SharedBatch`` pickles as the
-    block (one descriptor) plus the layout of its views and unpickles as a plain ``dict``, in which only the
-    largest tensor stays a view of the block: the small ones are copied out, so that keeping e.g. the labels
-    of every batch does not keep every batch's pixels alive. Entries that are not views of the block (added
-    later, or not tensors) are pickled as usual.
+    One block per batch lets a DataLoader worker send the batch with a single file-descriptor handover (pickling
+    sends each storage once) instead of one per tensor, each over its own authenticated socket connection: for a
+    stage-1 batch of about twenty tensors the main process receives it in less than half the time
+    (``benchmarks/batch_transfer.py``). As plain views, though, every small entry would keep the whole block
+    alive: keeping each batch's labels, as feature extraction does, would keep each batch's pixels. A
+    ``SharedBatch`` therefore unpickles as a plain ``dict`` in which only the largest tensor stays a view of the
+    block and the small ones are copies. Entries that are not views of the block (added later, or not tensors)
+    are pickled as usual.
     """
 
     block: torch.Tensor | None = None
