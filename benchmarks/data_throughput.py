@@ -264,9 +264,10 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|---|---|---|")
         for row in rows:
             name, frames, (r, spread) = row["name"], row["frames"], row[column]
+            stage1 = f"{r['stage1']:.1f} ({r['stage1'] / r['raw']:.2f})"
             print(
-                f"| {name} | {frames} | {r['raw']:.1f} | {r['stage1']:.1f} ({r['stage1'] / r['raw']:.2f}) | {r['main']:.1f} | "
-                f"{_ratio(r, spread, 'main')} | {r['workers']:.1f} | {_ratio(r, spread, 'workers')} |"
+                f"| {name} | {frames} | {r['raw']:.1f} | {stage1} | {r['main']:.1f} | {_ratio(r, spread, 'main')} | "
+                f"{r['workers']:.1f} | {_ratio(r, spread, 'workers')} |"
             )
     # Where the CPU time goes: a pipeline sustains ratio r on idle cores when its CPU cost per clip is raw / r.
     print("\nCPU milliseconds per clip, main process and workers together\n")
