@@ -67,6 +67,11 @@ def _config(tmp_path, **overrides) -> Path:
     return path
 
 
+def _run_args(config: Path, train_dir, output_dir, *options: str) -> list[str]:
+    """The arguments of one pretraining run (for ``training/pretrain.py`` or ``parse_arguments``)."""
+    return ["--config", str(config), "--train_dir", str(train_dir), "--output_dir", str(output_dir), *options]
+
+
 def _run(args, env=None, timeout=600):
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
@@ -96,8 +101,7 @@ def test_two_processes_see_disjoint_data_and_write_each_checkpoint_once(tmp_path
         [
             sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--main_process_port", str(_free_port()), str(PRETRAIN),
-            "--config", str(_config(tmp_path)), "--train_dir", str(tiny_data["shards"]), "--output_dir", str(out),
-            "--max_steps", "3", "--record_sample_keys",
+            *_run_args(_config(tmp_path), tiny_data["shards"], out, "--max_steps", "3", "--record_sample_keys"),
         ],
         env={"ACCELERATE_USE_CPU": "1"},
     )  # fmt: skip
@@ -133,22 +137,15 @@ def _final_checkpoint_weights(out: Path) -> dict:
 
 def test_resumed_run_reaches_the_same_weights_bitwise(tmp_path, tiny_data):
     config = _config(tmp_path, num_train_epochs=2)
-    common = [sys.executable, str(PRETRAIN), "--config", str(config), "--train_dir", str(tiny_data["train"])]
+
+    def pretrain(output_dir, *options):
+        _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], output_dir, *options)])
+
     # 12 videos, batch 2: 6 steps per epoch; 8 steps cross into epoch 1, where the logit queue joins the codes
     # and the graph term starts.
-    _run([*common, "--output_dir", str(tmp_path / "straight"), "--max_steps", "8"])
-    _run([*common, "--output_dir", str(tmp_path / "resumed"), "--max_steps", "3"])
-    _run(
-        [
-            *common,
-            "--output_dir",
-            str(tmp_path / "resumed"),
-            "--max_steps",
-            "8",
-            "--resume_from_checkpoint",
-            "latest",
-        ]
-    )
+    pretrain(tmp_path / "straight", "--max_steps", "8")
+    pretrain(tmp_path / "resumed", "--max_steps", "3")
+    pretrain(tmp_path / "resumed", "--max_steps", "8", "--resume_from_checkpoint", "latest")
     straight = _final_checkpoint_weights(tmp_path / "straight")
     resumed = _final_checkpoint_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
@@ -160,9 +157,9 @@ def test_gradient_accumulation_and_bf16_autocast_run(tmp_path, tiny_data):
     out = tmp_path / "run"
     _run(
         [
-            sys.executable, str(PRETRAIN), "--config", str(_config(tmp_path)), "--train_dir", str(tiny_data["train"]),
-            "--output_dir", str(out), "--max_steps", "2", "--gradient_accumulation_steps", "2",
-            "--mixed_precision", "bf16",
+            sys.executable, str(PRETRAIN),
+            *_run_args(_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
+            "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16",
         ]
     )  # fmt: skip
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -183,18 +180,7 @@ def test_bad_files_are_skipped_and_counted_in_the_logs(tmp_path, tiny_data):
     for kind, path in bad.items():
         shutil.copy(path, train / "left" / f"bad_{kind}.mp4")
     out = tmp_path / "run"
-    _run(
-        [
-            sys.executable,
-            str(PRETRAIN),
-            "--config",
-            str(_config(tmp_path)),
-            "--train_dir",
-            str(train),
-            "--output_dir",
-            str(out),
-        ]
-    )
+    _run([sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), train, out)])
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["data/skipped_videos"] == len(bad)  # one epoch: each bad file met once
     assert records[-1]["step"] == 6  # the 12 good videos still train, in batches of 2
@@ -209,14 +195,7 @@ def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, ti
         [
             sys.executable,
             str(PRETRAIN),
-            "--config",
-            str(_config(tmp_path)),
-            "--train_dir",
-            str(small.parent),
-            "--output_dir",
-            str(tmp_path / "run"),
-            "--max_steps",
-            "3",
+            *_run_args(_config(tmp_path), small.parent, tmp_path / "run", "--max_steps", "3"),
         ]
     )
     assert "yielded no batch" in stderr
@@ -228,32 +207,20 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="Unknown option --learning_rat"):
         parse_arguments(["--config", str(_config(tmp_path)), "--learning_rat", "0.1"])
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
-        parse_arguments(
-            [
-                "--config",
-                str(_config(tmp_path)),
-                "--train_dir",
-                str(tmp_path / "does-not-exist"),
-                "--output_dir",
-                "x",
-            ]
-        )
+        parse_arguments(_run_args(_config(tmp_path), tmp_path / "does-not-exist", "x"))
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         parse_arguments(["--config", str(tmp_path / "missing.yaml")])
     args = parse_arguments(
-        [
-            "--config",
-            str(_config(tmp_path)),
-            "--train_dir",
-            str(tiny_data["train"]),
-            "--output_dir",
+        _run_args(
+            _config(tmp_path),
+            tiny_data["train"],
             "x",
             "--model.backbone",
             "r3d",
             "--lr_decay_epochs",
             "3",
             "5",
-        ]
+        )
     )
     assert (
         isinstance(args, PretrainArguments)
@@ -265,30 +232,11 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     out.mkdir()
     (out / "run_config.yaml").write_text("method: mlfo\n")
     stderr = _run_failing(
-        [
-            sys.executable,
-            str(PRETRAIN),
-            "--config",
-            str(_config(tmp_path)),
-            "--train_dir",
-            str(tiny_data["train"]),
-            "--output_dir",
-            str(out),
-        ]
+        [sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), tiny_data["train"], out)]
     )
     assert "holds another run" in stderr
     (out / "checkpoints" / "checkpoint_0").mkdir(parents=True)
-    args = parse_arguments(
-        [
-            "--config",
-            str(_config(tmp_path)),
-            "--train_dir",
-            str(tiny_data["train"]),
-            "--output_dir",
-            str(out),
-            "--overwrite_output_dir",
-        ]
-    )
+    args = parse_arguments(_run_args(_config(tmp_path), tiny_data["train"], out, "--overwrite_output_dir"))
     from accelerate import Accelerator
 
     from hf_vssl.train.pretrain import prepare_output_dir
@@ -330,9 +278,8 @@ def test_pretrain_pushes_a_loadable_repo_with_measured_results(
     out = tmp_path / "run"
     _run(
         [
-            sys.executable, str(PRETRAIN), "--config", str(_config(tmp_path)), "--train_dir", str(tiny_data["train"]),
-            "--validation_dir", str(tiny_data["validation"]), "--output_dir", str(out), "--max_steps", "2",
-            "--push_to_hub", "--hub_model_id", "tester/mlfo-tiny",
+            sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
+            "--validation_dir", str(tiny_data["validation"]), "--push_to_hub", "--hub_model_id", "tester/mlfo-tiny",
         ],
         env=hub_env,
     )  # fmt: skip
