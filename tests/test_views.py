@@ -494,16 +494,18 @@ def test_per_view_cpu_path_equals_the_batched_path(videos):
     assert (as_float - resample_views(*geometry).float()).abs().max() <= 1.5  # fixed-point weights, rounding
 
 
+def reference_gray(x, channel):
+    """Gray of frames [..., 3]: one RGB channel repeated, or luma when ``channel`` is -1."""
+    value = x[..., channel] if channel >= 0 else x @ LUMA
+    return np.repeat(value[..., None], 3, axis=-1)
+
+
 def reference_sequential(image, b, c, s, h, order, gray, channel, gray_before):
     """torchvision-style colour jitter of one frame [H, W, 3] in [0, 1], pixel by pixel."""
     x = image.astype(np.float64).copy()
 
-    def to_gray(x):
-        value = x[..., channel] if channel >= 0 else x @ LUMA
-        return np.repeat(value[..., None], 3, axis=-1)
-
     if gray and gray_before:
-        x = to_gray(x)
+        x = reference_gray(x, channel)
     for op in order:
         if op == 0:
             x = np.clip(b * x, 0, 1)
@@ -516,7 +518,7 @@ def reference_sequential(image, b, c, s, h, order, gray, channel, gray_before):
                 hue, sat, val = colorsys.rgb_to_hsv(*x[i, j])
                 x[i, j] = colorsys.hsv_to_rgb((hue + h) % 1.0, sat, val)
     if gray and not gray_before:
-        x = to_gray(x)
+        x = reference_gray(x, channel)
     return x
 
 
@@ -530,12 +532,8 @@ def reference_fused(image, b, c, s, h, order, gray, channel, gray_before):
     )
     hue_matrix = np.linalg.inv(yiq) @ rotation @ yiq
 
-    def to_gray(x):
-        value = x[..., channel] if channel >= 0 else x @ LUMA
-        return np.repeat(value[..., None], 3, axis=-1)
-
     if gray and gray_before:
-        x = to_gray(x)
+        x = reference_gray(x, channel)
     for op in order:
         if op == 0:
             x = b * x
@@ -546,7 +544,7 @@ def reference_fused(image, b, c, s, h, order, gray, channel, gray_before):
         else:
             x = x @ hue_matrix.T
     if gray and not gray_before:
-        x = to_gray(x)
+        x = reference_gray(x, channel)
     return np.clip(x, 0, 1)
 
 
