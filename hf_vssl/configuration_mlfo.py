@@ -4,6 +4,8 @@ from huggingface_hub.dataclasses import strict
 
 from .configuration_vssl import VideoSSLConfig, _check_positive, _check_probability
 
+GATHER_GRADIENTS = ("local", "all")
+
 
 @strict
 class MLFOConfig(VideoSSLConfig):
@@ -34,6 +36,15 @@ class MLFOConfig(VideoSSLConfig):
             Divide the graph loss by the batch size as the authors' `.mean()` does.
         level_weights (`list[float]`, *optional*, defaults to `(1.0, 0.5, 0.3)`):
             Weights of the high, mid and low levels.
+        level_time_steps (`list[int]`, *optional*, defaults to `(2, 4, 8)`):
+            Time steps the high, mid and low taps are pooled to (adaptive average pooling, as the code's
+            `AdaptiveAvgPool3d`); a 16-frame clip has exactly these in the Hara layout. Even when the timestamp
+            alignment is on (it splits them in halves).
+        gather_gradient (`str`, *optional*, defaults to `"local"`):
+            How negatives from other processes enter the gradient. `"local"` (the code's all-gather): the other
+            processes' rows are constants and each process's rows get gradient from its own loss only. `"all"`:
+            gradients of every process's loss return to the rows' owner, so several processes train exactly as
+            one process on their joint batch.
         prototype_loss_weight (`float`, *optional*, defaults to 0.5):
             Weight of the swapped-prediction term.
         motion_excitation_reduction (`int`, *optional*, defaults to 16):
@@ -56,6 +67,8 @@ class MLFOConfig(VideoSSLConfig):
     graph_threshold: float | int = 0.05
     graph_loss_mean_over_columns: bool = True
     level_weights: list[float | int] | tuple[float | int, ...] = (1.0, 0.5, 0.3)
+    level_time_steps: list[int] | tuple[int, ...] = (2, 4, 8)
+    gather_gradient: str = "local"
     prototype_loss_weight: float | int = 0.5
     motion_excitation_reduction: int = 16
     use_motion_contrast: bool = True
@@ -65,6 +78,7 @@ class MLFOConfig(VideoSSLConfig):
 
     def __post_init__(self, **kwargs):
         self.level_weights = list(self.level_weights)
+        self.level_time_steps = list(self.level_time_steps)
         super().__post_init__(**kwargs)
 
     def validate_mlfo(self):
@@ -84,6 +98,18 @@ class MLFOConfig(VideoSSLConfig):
         if len(self.level_weights) != 3 or any(w < 0 for w in self.level_weights):
             raise ValueError(
                 f"`level_weights` needs 3 non-negative weights (high, mid, low), got {self.level_weights}."
+            )
+        steps = self.level_time_steps
+        if len(steps) != 3 or any(t < 1 for t in steps):
+            raise ValueError(f"`level_time_steps` needs 3 positive numbers (high, mid, low), got {steps}.")
+        if self.use_timestamp_alignment and any(t % 2 for t in steps):
+            raise ValueError(
+                f"Timestamp alignment splits every level's time steps in two halves: `level_time_steps` must be "
+                f"even, got {steps} (or set `use_timestamp_alignment=False`)."
+            )
+        if self.gather_gradient not in GATHER_GRADIENTS:
+            raise ValueError(
+                f"`gather_gradient` must be one of {GATHER_GRADIENTS}, got {self.gather_gradient!r}."
             )
         if self.use_graph and not self.use_prototypes:
             raise ValueError(

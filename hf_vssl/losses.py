@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "info_nce",
+    "similarity_logits",
     "sinkhorn",
     "soft_target_cross_entropy",
     "swapped_prediction",
@@ -55,6 +56,29 @@ def _check_mask(mask: torch.Tensor, name: str, shape: tuple[int, ...]) -> None:
         raise TypeError(f"`{name}` must be a boolean tensor, got {got}.")
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {tuple(mask.shape)}.")
+
+
+def similarity_logits(
+    anchors: torch.Tensor, candidates: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    r"""`<a_i, c_j> / temperature` for every pair, computed like the losses: in at least float32, autocast off.
+
+    Use it for logits that a model builds itself (affinities, prototype scores) before they reach a loss or a
+    threshold, so that mixed precision cannot round them.
+
+    Args:
+        anchors (`torch.Tensor` of shape `[N, D]`), candidates (`torch.Tensor` of shape `[M, D]`): embeddings
+            (L2-normalised for cosine logits).
+        temperature (`float`, defaults to 1.0): divides the dot products.
+
+    Returns:
+        `torch.Tensor` of shape `[N, M]`, differentiable, float32 (float64 for float64 inputs).
+    """
+    _check_shape(anchors, "anchors", 2, "[N, D]")
+    _check_shape(candidates, "candidates", 2, "[M, D]")
+    _check_temperature(temperature)
+    with _no_autocast(anchors):
+        return _full_precision(anchors) @ _full_precision(candidates).T / temperature
 
 
 def info_nce(
@@ -127,7 +151,7 @@ def info_nce(
 
     with _no_autocast(anchors):
         anchors = _full_precision(anchors)
-        logits = anchors @ _full_precision(candidates).T / temperature  # [N, M]
+        logits = similarity_logits(anchors, candidates, temperature)  # [N, M]
         negative_logits = logits.masked_fill(~negative_mask, float("-inf"))
         if extra_negatives is not None:
             extra_logits = torch.einsum("nd,nkd->nk", anchors, _full_precision(extra_negatives)) / temperature

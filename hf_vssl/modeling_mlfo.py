@@ -16,9 +16,16 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_mlfo import MLFOConfig
-from .distributed import gather_no_grad, gather_with_grad, rank
+from .distributed import gather_no_grad, gather_with_grad, gather_with_local_grad, rank
 from .heads import FeatureQueue, MotionExcitation, PointwiseMLP, ProjectionMLP, Prototypes
-from .losses import info_nce, sinkhorn, soft_target_cross_entropy, swapped_prediction, timestamp_alignment
+from .losses import (
+    info_nce,
+    similarity_logits,
+    sinkhorn,
+    soft_target_cross_entropy,
+    swapped_prediction,
+    timestamp_alignment,
+)
 from .modeling_vssl import VideoSSLEncoder, VideoSSLForVideoClassification, VideoSSLPreTrainedModel
 
 # Levels from deep to shallow, with the backbone stage each one taps (hidden_states index).
@@ -82,20 +89,18 @@ def _time_mean_embedding(head: nn.Module, sequence: torch.Tensor) -> torch.Tenso
     return F.normalize(head(sequence).mean(dim=-1), dim=-1)
 
 
-def _zero_gradient(tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor` in value, with a gradient of exactly zero (the parameter stays in the graph, so DDP sees it used)."""
-    return tensor.detach() + 0.0 * tensor
-
-
 class MLFOForPreTraining(MLFOPreTrainedModel):
     """The MLFO encoder with the authors' pretraining heads and objective.
 
     `forward(pixel_values [B, 3, T, C, H, W])` takes per video the views of the MLFO recipe, in order: clip A, clip
     B (the 16 frames right after A) and the global clip G (A and B at half the frame rate); other recipe outputs
-    passed as keywords are ignored. Negatives come from the batch of every process, gathered with gradient, so two
-    processes train exactly as one process on their joint batch (every process must hold the same batch size). The training loop calls `set_epoch(epoch)` at each
-    epoch (prototype freeze, logit queue and graph schedules) and `after_optimizer_step()` after each step
-    (prototype re-normalisation). After pretraining, `model.mlfo` is the encoder to release.
+    passed as keywords are ignored. Negatives come from the batch of every process (each must hold the same batch
+    size); as in the authors' code, only a process's own rows carry gradient (`config.gather_gradient="local"`),
+    and `"all"` makes several processes train exactly as one process on their joint batch. The training loop calls
+    `set_epoch(epoch)` at each epoch (prototype freeze, logit queue and graph schedules), and around each optimizer
+    step `before_optimizer_step()` (parameters whose term is not active yet are skipped) and
+    `after_optimizer_step()` (prototype re-normalisation). After pretraining, `model.mlfo` is the encoder to
+    release.
     """
 
     def __init__(self, config: MLFOConfig):
@@ -143,13 +148,25 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
         """Tell the model the current epoch: schedules (prototype freeze, logit queue, graph term) read it."""
         self.epoch = int(epoch)
 
-    def no_weight_decay(self) -> set[str]:
-        """Parameters the optimizer must not decay: the prototypes.
+    @torch.no_grad()
+    def before_optimizer_step(self) -> None:
+        """Drop the gradients of the parameters whose term is not active yet, so that the optimizer skips them.
 
-        Their rows are re-normalised every step, so decay has no use there, and without it the zero gradient of
-        the frozen epoch gives an exactly zero Adam update: frozen, as the authors' `grad = None`.
+        Those are the prototypes in the frozen epoch and the graph heads before `graph_start_epoch` (they take part
+        in every step with a zero gradient, so that DDP sees them used). An optimizer leaves a parameter whose
+        `grad` is `None` alone: no update, no weight decay, no step counted in its moments, which is what the
+        authors' code gets (`grad = None` for the prototypes; the graph heads are not used before the graph term
+        starts). A zero gradient would not do: Adam turns the weight decay alone into steps of about the learning
+        rate and shrinks the weights, and the steps it counts distort its bias correction later.
         """
-        return {"prototypes.weight"} if self.config.use_prototypes else set()
+        config = self.config
+        inactive = []
+        if config.use_prototypes and self.epoch < config.prototype_freeze_epochs:
+            inactive.append(self.prototypes.weight)
+        if config.use_graph and self.epoch < config.graph_start_epoch:
+            inactive += [p for level in LEVELS for p in self.projections[level]["graph"].parameters()]
+        for parameter in inactive:
+            parameter.grad = None
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
@@ -158,6 +175,11 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
             self.prototypes.normalize_()
 
     # --- the objective --------------------------------------------------------------------------------------------
+
+    def _gather(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Every process's rows `[N, D]` of `embeddings` `[n, D]`, with gradient as `config.gather_gradient` says."""
+        gather = gather_with_local_grad if self.config.gather_gradient == "local" else gather_with_grad
+        return gather(embeddings, assume_equal_sizes=True)
 
     def _clip_contrast(
         self, anchor_a: torch.Tensor, anchor_b: torch.Tensor, extra_negatives: torch.Tensor | None = None
@@ -171,8 +193,7 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
         Returns:
             the loss and the affinity `S_ij = softmax_j(<a_i, b_j> / tau)` `[n, N]` over all processes' clips B.
         """
-        all_a = gather_with_grad(anchor_a, assume_equal_sizes=True)
-        all_b = gather_with_grad(anchor_b, assume_equal_sizes=True)
+        all_a, all_b = self._gather(anchor_a), self._gather(anchor_b)
         n, total = anchor_a.shape[0], all_a.shape[0]
         own = rank() * n + torch.arange(n, device=anchor_a.device)  # this process's rows among all videos
         rows = torch.arange(2 * n, device=anchor_a.device)
@@ -192,7 +213,9 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
             ignore_mask=ignore_mask,
             extra_negatives=extra_negatives,
         )
-        affinity = torch.softmax(anchor_a.detach() @ all_b.detach().T / self.config.temperature, dim=1)
+        affinity = torch.softmax(
+            similarity_logits(anchor_a.detach(), all_b.detach(), self.config.temperature), 1
+        )
         return loss, affinity
 
     def _timestamp_loss(
@@ -200,11 +223,6 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
     ):
         """Term 3: A and B pooled to half length and joined in time must find their steps in G (`[n, C, T]` each)."""
         steps = clip_g.shape[-1]
-        if steps < 2 or steps % 2:
-            raise ValueError(
-                f"Timestamp alignment needs an even number (>= 2) of time steps at every level, got {steps}; "
-                f"train on longer clips (MLFO uses 16 frames) or set `use_timestamp_alignment=False`."
-            )
         local = torch.cat(
             [
                 F.adaptive_avg_pool1d(head(clip_a), steps // 2),
@@ -216,14 +234,19 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
             local.transpose(1, 2), head(clip_g).transpose(1, 2), self.config.temperature
         )
 
-    def _prototype_loss(self, high_a: torch.Tensor, high_b: torch.Tensor):
-        """Term 4: swapped prediction of Sinkhorn codes; returns the loss and all videos' cluster labels `[N]`."""
+    def _prototype_loss(self, high: torch.Tensor):
+        """Term 4: swapped prediction of Sinkhorn codes; returns the loss and all videos' cluster labels `[N]`.
+
+        `high` `[3n, C, T]` holds the high level of every view, video by video. The global head sees all three
+        views, as in the code, so that its batch norm takes its statistics from the same batch; only A and B
+        are scored.
+        """
         config = self.config
-        embeddings = F.normalize(self.global_head(torch.cat([high_a, high_b]).mean(dim=-1)), dim=-1)
-        weight = self.prototypes.weight
-        if self.epoch < config.prototype_freeze_epochs:
-            weight = _zero_gradient(weight)
-        logits_a, logits_b = F.linear(embeddings, weight).chunk(2)
+        embeddings = F.normalize(self.global_head(high.mean(dim=-1)), dim=-1)
+        embeddings = embeddings.view(-1, len(VIEWS), embeddings.shape[-1])
+        logits_a, logits_b = (
+            similarity_logits(embeddings[:, view], self.prototypes.weight) for view in (0, 1)
+        )
         with torch.no_grad():
             scores = gather_no_grad(
                 torch.cat([logits_a, logits_b], dim=1), assume_equal_sizes=True
@@ -280,16 +303,17 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
         batch = pixel_values.shape[0]
         encoded = self.mlfo(pixel_values.flatten(0, 1), output_hidden_states=True, return_dict=True)
 
-        # Every level as a time sequence [3B, C, T] (space averaged away); mid and low through their
-        # motion-excitation adapter, which also sees the time-reversed map.
+        # Every level as a time sequence [3B, C, T_level] (space pooled away, time pooled to the level's steps);
+        # mid and low through their motion-excitation adapter, which also sees the time-reversed map.
         sequences, reversed_sequences = {}, {}
-        for level, stage in LEVELS.items():
+        for (level, stage), steps in zip(LEVELS.items(), config.level_time_steps):
             feature_map = encoded.hidden_states[stage]
             if level in self.motion_excitation:
                 excited = self.motion_excitation[level](torch.cat([feature_map, feature_map.flip(2)]))
-                sequences[level], reversed_sequences[level] = excited.mean(dim=(3, 4)).chunk(2)
+                pooled = F.adaptive_avg_pool3d(excited, (steps, 1, 1)).flatten(2)
+                sequences[level], reversed_sequences[level] = pooled.chunk(2)
             else:
-                sequences[level] = feature_map.mean(dim=(3, 4))
+                sequences[level] = F.adaptive_avg_pool3d(feature_map, (steps, 1, 1)).flatten(2)
 
         def views(sequence):  # [3B, C, T] -> A, B, G of shape [B, C, T]
             return sequence.view(batch, len(VIEWS), *sequence.shape[1:]).unbind(1)
@@ -327,7 +351,7 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
 
         cluster_labels = None
         if config.use_prototypes:
-            terms["prototype_loss"], cluster_labels = self._prototype_loss(high_a, high_b)
+            terms["prototype_loss"], cluster_labels = self._prototype_loss(sequences["high"])
             total = total + config.prototype_loss_weight * terms["prototype_loss"]
 
         if config.use_graph:
@@ -336,8 +360,8 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
             for level in LEVELS:
                 head = self.projections[level]["graph"]
                 clip_a, clip_b, _ = views(sequences[level])
-                all_b = gather_with_grad(_time_mean_embedding(head, clip_b), assume_equal_sizes=True)
-                logits = _time_mean_embedding(head, clip_a) @ all_b.T / config.temperature
+                all_b = self._gather(_time_mean_embedding(head, clip_b))
+                logits = similarity_logits(_time_mean_embedding(head, clip_a), all_b, config.temperature)
                 level_loss = soft_target_cross_entropy(logits, targets, config.graph_loss_mean_over_columns)
                 graph_loss = graph_loss + weights[level] * level_loss
             # Computed from the first step so that its heads take part in every DDP step, counted once active.

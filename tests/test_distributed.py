@@ -127,13 +127,32 @@ def test_two_processes_match_one_process_on_the_global_batch(rank_results):
         torch.testing.assert_close(r["with_grad_grad"], grad, rtol=1e-10, atol=1e-12)
 
 
-def test_local_gradient_gather_drops_cross_rank_terms(rank_results):
-    """The MLFO code's scheme gives the same loss but not the single-process gradient."""
+def test_local_gradient_gather_keeps_only_each_shards_own_rows(rank_results):
+    """The MLFO code's scheme: the single-process loss, and per shard the gradient of its own anchors' loss with
+    the other shards' rows as constants, averaged over shards (what DDP does), not the single-process gradient."""
     clips, reversed_clips, weight = _global_batch()
     loss, grad = _motion_contrast_step(clips, reversed_clips, weight, gather_with_grad, offset=0)
     ranks_mean_loss = torch.stack([r["local_grad_loss"] for r in rank_results]).mean()
     torch.testing.assert_close(ranks_mean_loss, loss, rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(rank_results[0]["local_grad_grad"], grad, rtol=1e-3, atol=1e-6)
+
+    per_rank = NUM_VIDEOS // WORLD
+    constants = F.normalize(clips.reshape(-1, IN_DIM) @ weight, dim=1)  # every clip's embedding, no gradient
+    shard_grads = []
+    for shard in range(WORLD):
+        videos = slice(shard * per_rank, (shard + 1) * per_rank)
+        rows = slice(2 * videos.start, 2 * videos.stop)
+
+        def gather(anchors, rows=rows):
+            return torch.cat([constants[: rows.start], anchors, constants[rows.stop :]])
+
+        _, shard_grad = _motion_contrast_step(
+            clips[videos], reversed_clips[videos], weight, gather, offset=videos.start
+        )
+        shard_grads.append(shard_grad)
+    expected = torch.stack(shard_grads).mean(dim=0)
+    for r in rank_results:
+        torch.testing.assert_close(r["local_grad_grad"], expected, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(expected, grad, rtol=1e-3, atol=1e-6)  # the cross-shard terms are really gone
 
 
 def test_equal_sizes_fast_path_orders_rows_by_rank(rank_results):

@@ -15,6 +15,7 @@ import hf_vssl
 from hf_vssl.convert_mlfo_original import convert_checkpoint
 
 from .mlfo_reference import AuthorsModel
+from .test_models import CONFIG_ERRORS
 
 TAU = 0.07
 LEVEL_WEIGHTS = {"high": 1.0, "mid": 0.5, "low": 0.3}
@@ -40,9 +41,16 @@ def tiny_model(seed=0, **overrides):
     return hf_vssl.MLFOForPreTraining(tiny_mlfo_config(**overrides)).double()
 
 
-def views(num_videos=3, seed=1):
+def views(num_videos=3, seed=1, num_frames=16):
     return torch.randn(
-        num_videos, 3, 16, 3, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        num_videos,
+        3,
+        num_frames,
+        3,
+        32,
+        32,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
     )
 
 
@@ -65,11 +73,20 @@ def reference_terms(model, pixel_values, epoch):
     config = model.config
     n = pixel_values.shape[0]
     stages = model.mlfo(pixel_values.flatten(0, 1), output_hidden_states=True).hidden_states
-    seq, rev = {"high": stages[3].mean(dim=(3, 4))}, {}
+    steps = dict(zip(("high", "mid", "low"), config.level_time_steps))
+
+    def pool(x, level):  # [n, C, T, H, W] -> [n, C, steps]: space averaged, time in adaptive-pooling bins
+        x, length = x.mean(dim=(3, 4)), x.shape[2]
+        bins = [
+            (m * length // steps[level], -(-(m + 1) * length // steps[level])) for m in range(steps[level])
+        ]
+        return torch.stack([x[..., start:end].mean(dim=-1) for start, end in bins], dim=-1)
+
+    seq, rev = {"high": pool(stages[3], "high")}, {}
     for level, stage in (("mid", 2), ("low", 1)):
         x = stages[stage]
         # Tap adapter: the map and its time-reversed copy through the ME block, space pooled away.
-        excited = model.motion_excitation[level](torch.cat([x, x.flip(2)])).mean(dim=(3, 4))
+        excited = pool(model.motion_excitation[level](torch.cat([x, x.flip(2)])), level)
         seq[level], rev[level] = excited[: 3 * n], excited[3 * n :]
 
     def clip(sequence, video, view):  # view 0 = A, 1 = B, 2 = G; [C, T]
@@ -124,13 +141,12 @@ def reference_terms(model, pixel_values, epoch):
             per_video.append(0.5 * (rows + cols))
         terms[f"timestamp_loss_{level}"] = torch.stack(per_video).mean()
 
-    high_a = torch.stack([clip(seq["high"], i, 0).mean(dim=1) for i in range(n)])
-    high_b = torch.stack([clip(seq["high"], i, 1).mean(dim=1) for i in range(n)])
-    embeddings = F.normalize(model.global_head(torch.cat([high_a, high_b])), dim=1)
-    prototypes = model.prototypes.weight
-    if epoch < config.prototype_freeze_epochs:  # frozen: constants of the objective
-        prototypes = prototypes.detach()
-    logits = embeddings @ prototypes.T
+    # The global head sees all three clips (its batch norm's batch), only A and B are scored.
+    high = torch.stack(
+        [torch.stack([clip(seq["high"], i, v).mean(dim=1) for i in range(n)]) for v in (0, 1, 2)]
+    )
+    embeddings = F.normalize(model.global_head(high.flatten(0, 1)), dim=1)[: 2 * n]
+    logits = embeddings @ model.prototypes.weight.T
     logits_a, logits_b = logits[:n], logits[n:]
     k = config.num_prototypes
     pool_a, pool_b = logits_a.detach(), logits_b.detach()
@@ -191,8 +207,9 @@ TERMS = [
 ]
 
 
-@pytest.mark.parametrize("epoch", [0, 25])
-def test_every_term_matches_the_reference_in_value_and_gradient(epoch):
+@pytest.mark.parametrize("epoch, num_frames", [(0, 16), (25, 16), (25, 24)])
+def test_every_term_matches_the_reference_in_value_and_gradient(epoch, num_frames):
+    # 24 frames: the levels hold 12 / 6 / 3 time steps and are pooled to 8 / 4 / 2 (uneven bins).
     model = tiny_model()
     model.train()
     # Past logits in the queue, so that from epoch 10 the codes depend on them.
@@ -200,7 +217,7 @@ def test_every_term_matches_the_reference_in_value_and_gradient(epoch):
         torch.randn(6, 2 * 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     )
     model.set_epoch(epoch)
-    pixel_values = views()
+    pixel_values = views(num_frames=num_frames)
     params = [p for p in model.parameters()]
 
     expected, expected_labels = reference_terms(model, pixel_values, epoch)
@@ -229,39 +246,60 @@ def test_every_term_matches_the_reference_in_value_and_gradient(epoch):
 # --- schedules ----------------------------------------------------------------------------------------------------
 
 
-def test_prototypes_are_frozen_in_epoch_zero_only():
+def _graph_head_parameters(model):
+    return [p for level in ("high", "mid", "low") for p in model.projections[level]["graph"].parameters()]
+
+
+@pytest.mark.parametrize(
+    "epoch, prototypes_active, graph_active", [(0, False, False), (1, True, False), (20, True, True)]
+)
+def test_inactive_terms_leave_their_parameters_without_gradient(epoch, prototypes_active, graph_active):
     model = tiny_model()
-    for epoch, frozen in ((0, True), (1, False)):
-        model.zero_grad(set_to_none=True)
-        model.set_epoch(epoch)
-        model(views()).loss.backward()
-        grad = model.prototypes.weight.grad
-        assert grad is not None  # in the graph, so DDP sees every parameter used
-        assert (grad.abs().max() == 0) == frozen
-        # Every other parameter gets a gradient: no parameter is unused in a step.
-        assert all(p.grad is not None for p in model.parameters())
+    model.set_epoch(epoch)
+    model(views()).loss.backward()
+    # Every parameter is in the graph, so DDP sees every parameter used ...
+    assert all(p.grad is not None for p in model.parameters())
+    model.before_optimizer_step()
+    # ... and the optimizer skips those of the terms that are not active yet.
+    assert (model.prototypes.weight.grad is not None) == prototypes_active
+    assert all((p.grad is not None) == graph_active for p in _graph_head_parameters(model))
+    inactive = {id(model.prototypes.weight)} if not prototypes_active else set()
+    inactive |= {id(p) for p in _graph_head_parameters(model)} if not graph_active else set()
+    assert all(p.grad is not None for p in model.parameters() if id(p) not in inactive)
 
 
-def test_prototypes_stay_put_under_the_training_optimizer_in_epoch_zero():
+def test_inactive_parameters_stay_put_under_the_training_loop_optimizer():
+    """Adam with weight decay, as the authors train: the frozen prototypes and the graph heads before the graph
+    term are untouched (no decay, no Adam state), like the authors' parameters without gradient."""
     from hf_vssl.train.arguments import PretrainArguments
     from hf_vssl.train.pretrain import build_optimizer
 
     model = tiny_model()
     optimizer = build_optimizer(PretrainArguments(optimizer="adam", weight_decay=1e-5), model)
     model.after_optimizer_step()  # unit rows in float64 (the model was normalised in float32 and cast)
-    before = model.prototypes.weight.detach().clone()
-    model.set_epoch(0)
-    for _ in range(2):
+    graph_heads = _graph_head_parameters(model)
+    before = [p.detach().clone() for p in (model.prototypes.weight, *graph_heads)]
+
+    def step(epoch):
+        model.set_epoch(epoch)
         model(views()).loss.backward()
+        model.before_optimizer_step()
         optimizer.step()
         optimizer.zero_grad()
         model.after_optimizer_step()
-    # Unchanged but for the re-normalisation's rounding (Adam with weight decay would move them by ~lr a step).
-    torch.testing.assert_close(model.prototypes.weight.detach(), before, rtol=0, atol=1e-12)
-    model.set_epoch(1)
-    model(views()).loss.backward()
-    optimizer.step()
-    assert (model.prototypes.weight.detach() - before).abs().max() > 1e-5
+
+    for _ in range(2):
+        step(0)
+    # Unchanged but for the re-normalisation's rounding (a zero gradient plus decay would move them ~lr a step).
+    for param, old in zip((model.prototypes.weight, *graph_heads), before):
+        torch.testing.assert_close(param.detach(), old, rtol=0, atol=1e-12)
+        assert param not in optimizer.state  # Adam has not counted a step for them
+    step(1)
+    assert (model.prototypes.weight.detach() - before[0]).abs().max() > 1e-5
+    assert all(torch.equal(p.detach(), old) for p, old in zip(graph_heads, before[1:]))
+    step(20)
+    assert all((p.detach() - old).abs().max() > 1e-5 for p, old in zip(graph_heads, before[1:]))
+    assert optimizer.state[graph_heads[0]]["step"] == 1
 
 
 def test_logit_queue_joins_the_codes_from_epoch_ten():
@@ -325,9 +363,54 @@ def test_bad_views_are_a_clear_error():
     model = tiny_model()
     with pytest.raises(ValueError, match="3 views"):
         model(torch.randn(2, 16, 3, 32, 32, dtype=torch.float64))
-    short = hf_vssl.MLFOForPreTraining(tiny_mlfo_config()).double()
-    with pytest.raises(ValueError, match="even number"):
-        short(torch.randn(2, 3, 8, 3, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"level_time_steps": [2, 3, 8]}, "must be even"),
+        ({"level_time_steps": [2, 4]}, "3 positive numbers"),
+        ({"gather_gradient": "some"}, "gather_gradient"),
+    ],
+)
+def test_bad_objective_settings_are_a_clear_error(overrides, message):
+    with pytest.raises(CONFIG_ERRORS, match=message):
+        tiny_mlfo_config(**overrides)
+
+
+def test_odd_time_steps_are_fine_without_timestamp_alignment():
+    model = tiny_model(level_time_steps=[1, 3, 5], use_timestamp_alignment=False)
+    assert torch.isfinite(model(views()).loss)
+
+
+def test_graph_targets_follow_the_equations():
+    """G = row-normalise(G_ins * G_sem): instance affinities below the threshold dropped (the diagonal kept),
+    restricted to the anchor's cluster, on hand-made affinities where both parts matter."""
+    model = tiny_model()
+    affinity = torch.tensor(
+        [
+            [0.01, 0.60, 0.30, 0.09],  # own affinity below the threshold: kept anyway
+            [0.50, 0.20, 0.26, 0.04],  # 0.26: another cluster; 0.04: below the threshold
+            [0.10, 0.10, 0.70, 0.10],
+            [0.25, 0.25, 0.25, 0.25],
+        ],
+        dtype=torch.float64,
+    )
+    labels = torch.tensor([3, 3, 5, 3])
+    expected = torch.zeros(4, 4, dtype=torch.float64)
+    for i in range(4):
+        for j in range(4):
+            kept = i == j or affinity[i, j] >= 0.05
+            expected[i, j] = affinity[i, j] * kept * (labels[i] == labels[j])
+        expected[i] /= expected[i].sum()
+    targets = model._graph_targets(affinity, labels)
+    torch.testing.assert_close(targets, expected, rtol=0, atol=1e-15)
+    assert (
+        targets[1, 2] == 0
+        and targets[1, 3] == 0
+        and targets[0, 0] > 0
+        and targets[2].tolist() == [0, 0, 1, 0]
+    )
 
 
 # --- two processes against one ------------------------------------------------------------------------------------
@@ -337,6 +420,19 @@ def _loss_and_gradients(model, pixel_values):
     output = model(pixel_values)
     grads = torch.autograd.grad(output.loss, list(model.parameters()))
     return output, [g.detach() for g in grads]
+
+
+def _single_process_model(**overrides):
+    model = tiny_model(**overrides)
+    model.eval()
+    model.set_epoch(25)
+    model.logit_queue.enqueue(
+        torch.randn(6, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    )
+    return model
+
+
+GATHER_GRADIENTS = ("all", "local")
 
 
 def _two_process_worker(rank, rendezvous, results_path):
@@ -349,49 +445,48 @@ def _two_process_worker(rank, rendezvous, results_path):
         timeout=datetime.timedelta(seconds=120),
     )
     try:
-        model = tiny_model()
-        model.eval()
-        model.set_epoch(25)
-        model.logit_queue.enqueue(
-            torch.randn(6, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-        )
-        pixel_values = views(num_videos=4)[2 * rank : 2 * rank + 2]
-        output, grads = _loss_and_gradients(model, pixel_values)
-        loss = output.loss.detach().clone()
-        dist.all_reduce(loss)
-        for grad in grads:  # what DDP does
-            dist.all_reduce(grad)
-        terms = {name: output[name].detach().clone() for name in TERMS}
-        for value in terms.values():
-            dist.all_reduce(value)
+        results = {}
+        for mode in GATHER_GRADIENTS:
+            model = _single_process_model(gather_gradient=mode)
+            pixel_values = views(num_videos=4)[2 * rank : 2 * rank + 2]
+            output, grads = _loss_and_gradients(model, pixel_values)
+            loss = output.loss.detach().clone()
+            dist.all_reduce(loss)
+            for grad in grads:  # what DDP does
+                dist.all_reduce(grad)
+            terms = {name: output[name].detach().clone() for name in TERMS}
+            for value in terms.values():
+                dist.all_reduce(value)
+            results[mode] = {
+                "loss": loss / 2,
+                "grads": [g / 2 for g in grads],
+                "terms": {k: v / 2 for k, v in terms.items()},
+            }
         if rank == 0:
-            torch.save(
-                {
-                    "loss": loss / 2,
-                    "grads": [g / 2 for g in grads],
-                    "terms": {k: v / 2 for k, v in terms.items()},
-                },
-                results_path,
-            )
+            torch.save(results, results_path)
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
-    results_path = tmp_path / "two.pt"
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mlfo_two_processes")
     mp.start_processes(
         _two_process_worker,
-        args=(str(tmp_path / "rendezvous"), str(results_path)),
+        args=(str(directory / "rendezvous"), str(directory / "two.pt")),
         nprocs=2,
         start_method="spawn",
     )
-    two = torch.load(results_path)
-    model = tiny_model()
-    model.eval()
-    model.set_epoch(25)
-    model.logit_queue.enqueue(
-        torch.randn(6, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    )
+    return torch.load(directory / "two.pt")
+
+
+@pytest.mark.parametrize("mode", GATHER_GRADIENTS)
+def test_two_processes_match_one_process_on_the_global_batch(two_process_results, mode):
+    """Every term in value with either gather; the gradients too with `gather_gradient="all"`. The default
+    (the code's local gradient) drops the cross-process terms: its exact gradient is checked on the gather
+    itself in test_distributed.py."""
+    two = two_process_results[mode]
+    model = _single_process_model(gather_gradient=mode)
     output, grads = _loss_and_gradients(model, views(num_videos=4))
     torch.testing.assert_close(two["loss"], output.loss.detach(), rtol=1e-10, atol=1e-12)
     for name in TERMS:
@@ -399,8 +494,11 @@ def test_two_processes_match_one_process_on_the_global_batch(tmp_path):
             two["terms"][name], output[name].detach(), rtol=1e-10, atol=1e-12, msg=name
         )
     assert output.graph_loss > 0
-    for got, want in zip(two["grads"], grads):
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-11)
+    if mode == "all":
+        for got, want in zip(two["grads"], grads):
+            torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-11)
+    else:
+        assert not all(torch.allclose(got, want, rtol=1e-4) for got, want in zip(two["grads"], grads))
 
 
 # --- hand-over and conversion -------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The loop knows no method: it builds ``METHODS[args.method].pretraining`` from ``args.model`` and the view recipe of
 the same name from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
-the model's ``set_epoch(epoch)`` and ``after_optimizer_step()`` hooks when it has them.
+the model's ``set_epoch(epoch)``, ``before_optimizer_step()`` (after the gradients are complete, before clipping)
+and ``after_optimizer_step()`` hooks when it has them.
 
 Data stream from a ``datasets`` source, split once per process (never also by accelerate), decoded in DataLoader
 workers (stage 1 of the view engine) and augmented batched on the training device (stage 2). Checkpoints are
@@ -108,18 +109,13 @@ def learning_rate_at(args: PretrainArguments, epoch: int) -> float:
 
 
 def build_optimizer(args: PretrainArguments, model):
-    """The optimizer, leaving out of weight decay what the model lists in `no_weight_decay()` (timm's hook)."""
-    excluded = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decayed = [p for n, p in model.named_parameters() if p.requires_grad and n not in excluded]
-    not_decayed = [p for n, p in model.named_parameters() if p.requires_grad and n in excluded]
-    groups = [
-        {"params": decayed, "weight_decay": args.weight_decay},
-        {"params": not_decayed, "weight_decay": 0.0},
-    ]
+    """The optimizer over every trainable parameter, all with `args.weight_decay` (as the authors' recipes)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    options = {"lr": args.learning_rate, "weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=args.learning_rate, momentum=args.momentum)
+        return torch.optim.SGD(params, momentum=args.momentum, **options)
     optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(groups, lr=args.learning_rate)
+    return optimizer_class(params, **options)
 
 
 def loss_terms(output) -> dict[str, torch.Tensor]:
@@ -258,6 +254,8 @@ def train(args: PretrainArguments) -> Path:
             with accelerator.accumulate(model):
                 output = model(**views)
                 accelerator.backward(output.loss)
+                if accelerator.sync_gradients and hasattr(unwrapped, "before_optimizer_step"):
+                    unwrapped.before_optimizer_step()
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
