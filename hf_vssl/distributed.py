@@ -130,8 +130,8 @@ def gather_with_local_grad(
     """All-gather where only this rank's own rows keep their gradient (the MLFO authors' scheme).
 
     The other ranks' rows are constants, so a rank's shard receives gradient from its own loss only, and the
-    cross-rank terms that `gather_with_grad` delivers are dropped. Kept for fidelity to the MLFO code; it does not
-    give single-process gradients.
+    cross-rank terms that `gather_with_grad` delivers are dropped: the MLFO code's scheme and MLFO's default
+    (`gather_gradient="local"`). It does not give single-process gradients.
     """
     _check_tensor(tensor, "gather_with_local_grad")
     if world_size(group) == 1:

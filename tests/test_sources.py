@@ -11,10 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from datasets import ClassLabel, Video
+from datasets import ClassLabel, Features, IterableDataset, Value, Video
 
 from hf_vssl.data.prepare import TarShardWriter
 from hf_vssl.data.sources import (
+    align_labels,
     load_video_source,
     source_label_names,
     split_source_for_process,
@@ -285,3 +286,16 @@ def test_split_validates_rank(video_folder):
     assert split_source_for_process(dataset, 0, 1) is dataset
     with pytest.raises(ValueError, match="rank"):
         split_source_for_process(dataset, 2, 2)
+
+
+def test_align_labels_renumbers_classes_by_name():
+    """A validation source numbers its own classes (here it lacks 'banana'): ids must follow the training names."""
+    features = Features({"key": Value("string"), "label": ClassLabel(names=["apple", "cherry"])})
+    rows = [{"key": "a", "label": 0}, {"key": "c", "label": 1}]
+    validation = IterableDataset.from_generator(lambda: iter(rows), features=features)
+    aligned = align_labels(validation, ["apple", "banana", "cherry"])
+    assert source_label_names(aligned) == ["apple", "banana", "cherry"]
+    assert [(row["key"], row["label"]) for row in aligned] == [("a", 0), ("c", 2)]
+    assert align_labels(validation, ["apple", "cherry"]) is validation  # nothing to do
+    with pytest.raises(ValueError, match="cherry"):
+        align_labels(validation, ["apple", "banana"])

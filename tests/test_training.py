@@ -135,22 +135,55 @@ def _final_checkpoint_weights(out: Path) -> dict:
     return load_file(newest / "model.safetensors")
 
 
-def test_resumed_run_reaches_the_same_weights_bitwise(tmp_path, tiny_data):
-    config = _config(tmp_path, num_train_epochs=2)
+@pytest.mark.parametrize(
+    "accumulation, first_steps, all_steps",
+    [
+        # 12 videos, batch 2: 6 steps per epoch; 8 steps cross into epoch 1, where the logit queue joins the
+        # codes and the graph term starts.
+        (1, 3, 8),
+        # 6 batches of 4-batch windows: one step per epoch and an incomplete window at each epoch's end, which
+        # must not run into the next epoch (the resumed run starts its epoch afresh).
+        (4, 1, 3),
+    ],
+)
+def test_resumed_run_reaches_the_same_weights_bitwise(
+    tmp_path, tiny_data, accumulation, first_steps, all_steps
+):
+    config = _config(tmp_path, num_train_epochs=2, gradient_accumulation_steps=accumulation)
 
     def pretrain(output_dir, *options):
         _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], output_dir, *options)])
 
-    # 12 videos, batch 2: 6 steps per epoch; 8 steps cross into epoch 1, where the logit queue joins the codes
-    # and the graph term starts.
-    pretrain(tmp_path / "straight", "--max_steps", "8")
-    pretrain(tmp_path / "resumed", "--max_steps", "3")
-    pretrain(tmp_path / "resumed", "--max_steps", "8", "--resume_from_checkpoint", "latest")
+    pretrain(tmp_path / "straight", "--max_steps", str(all_steps))
+    pretrain(tmp_path / "resumed", "--max_steps", str(first_steps))
+    pretrain(tmp_path / "resumed", "--max_steps", str(all_steps), "--resume_from_checkpoint", "latest")
     straight = _final_checkpoint_weights(tmp_path / "straight")
     resumed = _final_checkpoint_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     different = [name for name in straight if not straight[name].equal(resumed[name])]
     assert not different, different
+
+
+def test_resuming_a_finished_run_or_an_older_checkpoint(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    args = _run_args(_config(tmp_path), tiny_data["train"], out)
+    _run([sys.executable, str(PRETRAIN), *args, "--max_steps", "3"])  # checkpoints after steps 2 and 3
+
+    def logged_steps():
+        lines = (out / "logs" / "metrics.jsonl").read_text().splitlines()
+        return [r["step"] for r in map(json.loads, lines) if "train/loss" in r]
+
+    assert logged_steps() == [1, 2, 3]
+    # A finished run resumed with the same limit has nothing left to do.
+    _run([sys.executable, str(PRETRAIN), *args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
+    assert logged_steps() == [1, 2, 3]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
+    # Going back to the older checkpoint saves after the newest one instead of colliding with it.
+    older = out / "checkpoints" / "checkpoint_0"
+    _run([sys.executable, str(PRETRAIN), *args, "--max_steps", "4", "--resume_from_checkpoint", str(older)])
+    assert logged_steps() == [1, 2, 3, 3, 4]
+    # step 4 saved as checkpoint_2; the limit of two then drops checkpoint_0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_1", "checkpoint_2"]
 
 
 def test_gradient_accumulation_and_bf16_autocast_run(tmp_path, tiny_data):
@@ -247,6 +280,37 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_run_arguments_take_the_types_of_their_fields(tmp_path, tiny_data):
+    # YAML reads 3e-4 as a string and a lone 70 as an int: both must still reach the optimizer as declared.
+    config = _config(tmp_path, learning_rate="3e-4", lr_decay_epochs=70, report_to="tensorboard")
+    args = parse_arguments(_run_args(config, tiny_data["train"], "x", "--max_grad_norm", "1e3"))
+    assert (args.learning_rate, args.lr_decay_epochs, args.report_to) == (3e-4, [70], ["tensorboard"])
+    assert args.max_grad_norm == 1000.0 and isinstance(args.max_grad_norm, float)
+    args = parse_arguments(_run_args(config, tiny_data["train"], "x", "--learning_rate", "1e-4"))
+    assert args.learning_rate == 1e-4
+    for option, value, message in (
+        ("--learning_rate", "fast", "`learning_rate` must be float"),
+        ("--num_train_epochs", "1.5", "`num_train_epochs` must be int"),
+        ("--knn_monitor_epochs", "0", "`knn_monitor_epochs` must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_arguments(_run_args(config, tiny_data["train"], "x", option, value))
+
+
+def test_a_validation_run_needs_labelled_training_data_before_it_trains(tmp_path, tiny_data):
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for video in sorted(tiny_data["train"].rglob("*.mp4"))[:4]:
+        (unlabelled / video.name).write_bytes(video.read_bytes())
+    out = tmp_path / "run"
+    options = ("--validation_dir", str(tiny_data["validation"]))
+    stderr = _run_failing(
+        [sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), unlabelled, out, *options)]
+    )
+    assert "no labels" in stderr and str(unlabelled) in stderr
+    assert not (out / "checkpoints").exists()  # refused before the first step, not after the last
+
+
 def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
@@ -339,3 +403,20 @@ def test_finetune_ends_in_a_classifier_the_pipeline_loads(tmp_path, tiny_data):
     predictions = classifier(str(video), top_k=4)
     assert {p["label"] for p in predictions} == {"down", "left", "right", "up"}
     assert abs(sum(p["score"] for p in predictions) - 1) < 1e-4
+
+
+def test_finetune_without_a_single_batch_fails_instead_of_publishing_an_untrained_model(tmp_path, tiny_data):
+    import hf_vssl
+
+    encoder_dir = tmp_path / "encoder"
+    hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
+    stderr = _run_failing(
+        [
+            sys.executable, str(REPO / "training" / "finetune.py"), "--model_name_or_path", str(encoder_dir),
+            "--train_dir", str(tiny_data["train"]), "--validation_dir", str(tiny_data["validation"]),
+            "--output_dir", str(tmp_path / "ft"), "--per_device_train_batch_size", "16",
+            "--dataloader_num_workers", "0",
+        ]
+    )  # fmt: skip
+    assert "took no training step" in stderr
+    assert not (tmp_path / "ft" / "final").exists()

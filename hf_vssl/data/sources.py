@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "VIDEO_EXTENSIONS",
     "SOURCE_FEATURES_UNLABELLED",
+    "align_labels",
     "load_video_source",
     "split_source_for_process",
     "source_label_names",
@@ -432,3 +433,27 @@ def source_label_names(dataset: IterableDataset) -> list[str] | None:
     features = dataset.features or {}
     feature = features.get("label")
     return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def align_labels(dataset: IterableDataset, label_names: list[str]) -> IterableDataset:
+    """``dataset`` with its class ids renumbered to ``label_names``, matching classes by name.
+
+    Every source numbers its own classes (a folder its sorted sub-folders, shards the order they were written
+    with), so a validation folder that lacks one class, or shards written in another order, would otherwise
+    give the same class different ids in training and test. Sources without class names are returned as they
+    are (their integer labels are taken to mean the same thing); a class that ``label_names`` lacks is an error.
+    """
+    own = source_label_names(dataset)
+    label_names = list(label_names)
+    if own is None or own == label_names:
+        return dataset
+    missing = sorted(set(own) - set(label_names))
+    if missing:
+        raise ValueError(f"Classes {missing} are not among the training classes {label_names}.")
+    renumber = [label_names.index(name) for name in own]
+    features = dataset.features.copy()
+    features["label"] = ClassLabel(names=label_names)
+    return dataset.map(
+        lambda example: {"label": renumber[example["label"]] if example["label"] >= 0 else -1},
+        features=features,
+    )

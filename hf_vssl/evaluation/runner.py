@@ -7,7 +7,7 @@ import torch
 
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import build_recipe
-from hf_vssl.data.sources import load_video_source, source_label_names
+from hf_vssl.data.sources import align_labels, load_video_source, source_label_names
 
 from .features import VideoFeatures, extract_features
 from .suite import PROTOCOLS, evaluate_features, format_results_table, nest_results
@@ -37,16 +37,17 @@ def video_features(
     batch_size: int = 8,
     num_workers: int = 2,
     device=None,
+    label_names: list[str] | None = None,
 ) -> VideoFeatures:
-    """Clip-averaged encoder features of every video of a labelled source (one process)."""
+    """Clip-averaged encoder features of every video of a labelled source (one process).
+
+    ``label_names`` renumbers the source's classes to those names (see :func:`align_labels`), so that two
+    sources compared by a protocol agree on what each class id means.
+    """
     source = load_video_source(spec, split=split)
-    first = next(iter(source), None)
-    if first is None:
-        raise ValueError(f"{spec} holds no videos.")
-    if source_label_names(source) is None and first["label"] < 0:
-        raise ValueError(
-            f"{spec} has no labels: evaluation protocols need a labelled source (class sub-folders)."
-        )
+    if label_names is not None:
+        source = align_labels(source, label_names)
+    require_labels(source, spec)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     loader = build_view_dataloader(
         source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0, device=device
@@ -60,7 +61,18 @@ def video_features(
     features = extract_features(encoder, batches(), device=device)
     if (features.labels < 0).any():
         raise ValueError(f"{spec} has videos without labels: evaluation protocols need every video labelled.")
-    return features
+    return features._replace(label_names=source_label_names(source))
+
+
+def require_labels(source, spec: str) -> None:
+    """Fail early, with the source's name, when ``source`` is empty or has no labels (from its first video)."""
+    first = next(iter(source), None)
+    if first is None:
+        raise ValueError(f"{spec} holds no videos.")
+    if source_label_names(source) is None and first["label"] < 0:
+        raise ValueError(
+            f"{spec} has no labels: evaluation protocols need a labelled source (class sub-folders)."
+        )
 
 
 def evaluate_encoder(
@@ -90,7 +102,7 @@ def evaluate_encoder(
         recipe = evaluation_recipe(num_frames, image_size, num_clips, spatial_crops)
         kwargs = dict(recipe=recipe, batch_size=batch_size, num_workers=num_workers)
         train = video_features(encoder, train_spec, split=train_split, **kwargs)
-        test = video_features(encoder, test_spec, split=test_split, **kwargs)
+        test = video_features(encoder, test_spec, split=test_split, label_names=train.label_names, **kwargs)
         results = evaluate_features(train, test, protocols=protocols, **protocol_kwargs)
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -108,4 +120,11 @@ def write_results(
     Path(path).write_text(json.dumps(payload, indent=2))
 
 
-__all__ = ["evaluate_encoder", "evaluation_recipe", "format_results_table", "video_features", "write_results"]
+__all__ = [
+    "evaluate_encoder",
+    "evaluation_recipe",
+    "format_results_table",
+    "require_labels",
+    "video_features",
+    "write_results",
+]

@@ -77,6 +77,7 @@ class PretrainArguments:
             "gradient_accumulation_steps",
             "checkpointing_steps",
             "logging_steps",
+            "knn_monitor_epochs",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -96,24 +97,51 @@ def check_local_path(name: str, value: str | None) -> None:
     """A data path that is local (not ``hf://`` or a glob) must exist: fail before any process starts work."""
     if value is None or value.startswith("hf://") or any(char in value for char in "*?["):
         return
-    if not Path(value).exists():
+    if not Path(value).expanduser().exists():
         raise FileNotFoundError(f"--{name} {value} does not exist.")
 
 
 def _parse_value(text: str, annotation) -> Any:
-    """Read a command-line value as the field's type; YAML syntax for lists and mappings (`--model '{a: 1}'`)."""
+    """Read a command-line value; YAML syntax for lists and mappings (`--model '{a: 1}'`), text for strings."""
     value = yaml.safe_load(text)
-    origin = get_origin(annotation)
-    types = get_args(annotation) if origin is not None else (annotation,)
-    if value is None and type(None) in types:
-        return None
-    if str in types and not isinstance(value, str) and origin is not list:
-        return text
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (list in types or origin is list) and not isinstance(value, list):
-        return [value]
+    types = get_args(annotation) or (annotation,)
+    if str in types and not isinstance(value, (str, list)) and value is not None:
+        return text  # `--hub_model_id 007` stays "007"
     return value
+
+
+def _coerce(name: str, value: Any, annotation) -> Any:
+    """`value` (from YAML or the command line) as the field's type, or an error that names the key.
+
+    YAML reads `1e-4` as a string and `70` as an int, so floats are parsed and a single value becomes a list
+    where the field is a list.
+    """
+    types = get_args(annotation) if get_origin(annotation) is not list else (annotation,)
+    types = types or (annotation,)
+    if value is None:
+        if type(None) in types:
+            return None
+        raise ValueError(f"`{name}` needs a value, got none.")
+    for kind in (t for t in types if t is not type(None)):
+        if get_origin(kind) is list:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            (item_type,) = get_args(kind) or (Any,)
+            return [_coerce(name, item, item_type) for item in items]
+        if kind is Any or (get_origin(kind) is dict and isinstance(value, dict)):
+            return value
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and not isinstance(value, bool):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                pass
+        if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    expected = " or ".join(getattr(t, "__name__", str(t)) for t in types)
+    raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -182,7 +210,8 @@ def parse_arguments(argv: list[str] | None = None, cls=PretrainArguments, descri
         else:
             overrides[name] = _parse_value(text, annotation)
         index += 1
-    arguments = cls(**_merge(values, overrides))
+    merged = _merge(values, overrides)
+    arguments = cls(**{key: _coerce(key, value, fields[key].type) for key, value in merged.items()})
     arguments.validate()
     return arguments
 

@@ -21,11 +21,11 @@ from transformers import AutoModelForVideoClassification
 
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import build_recipe
-from hf_vssl.data.sources import load_video_source, source_label_names, split_source_for_process
+from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
 from hf_vssl.evaluation.runner import evaluation_recipe
 
 from .arguments import check_local_path, parse_arguments, save_arguments
-from .pretrain import save_processors
+from .pretrain import all_processes_have_batch, save_processors
 
 
 @dataclass
@@ -56,6 +56,11 @@ class FinetuneArguments:
                 raise ValueError(f"`--{name}` is required.")
         for name in ("train_dir", "validation_dir"):
             check_local_path(name, getattr(self, name))
+        for name in ("num_train_epochs", "per_device_train_batch_size", "num_test_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("`--push_to_hub` needs `--hub_model_id`.")
 
@@ -132,7 +137,8 @@ def finetune(args: FinetuneArguments) -> Path:
         config.num_frames, config.image_size, args.num_test_clips, args.test_crops
     )
     test_loader = build_view_dataloader(
-        load_video_source(args.validation_dir, split="validation"),
+        # the test classes numbered as the classifier's (each source numbers its own classes)
+        align_labels(load_video_source(args.validation_dir, split="validation"), label_names),
         test_recipe,
         batch_size=max(1, args.per_device_train_batch_size // 2),
         num_workers=args.dataloader_num_workers,
@@ -143,12 +149,20 @@ def finetune(args: FinetuneArguments) -> Path:
         range(args.num_train_epochs), disable=not accelerator.is_local_main_process, desc="epochs"
     ):
         train_loader.dataset.set_epoch(epoch)
-        for batch in train_loader:
+        batches, steps = iter(train_loader), 0
+        # Every process steps while all have a batch: DDP would hang on a process that ran out first.
+        while all_processes_have_batch(accelerator, (batch := next(batches, None)) is not None):
             batch = train_recipe.apply(batch, device=accelerator.device)
             output = model(pixel_values=batch["pixel_values"][:, 0], labels=batch["labels"])
             accelerator.backward(output.loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            steps += 1
+        if steps == 0:
+            raise RuntimeError(
+                f"Epoch {epoch} took no training step: {args.train_dir} has fewer usable videos than "
+                f"{args.per_device_train_batch_size} per process x {accelerator.num_processes} processes."
+            )
 
     unwrapped = accelerator.unwrap_model(model)
     results = {}

@@ -27,7 +27,7 @@ import hf_vssl
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import load_video_source, split_source_for_process
-from hf_vssl.evaluation.runner import evaluate_encoder
+from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
 from hf_vssl.evaluation.suite import nest_results
 
 from .arguments import PretrainArguments, parse_arguments, save_arguments
@@ -46,6 +46,7 @@ class LoopState:
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps already taken in `epoch`
     global_step: int = 0
+    # bad videos skipped by this process; in a checkpoint, the main process holds the sum over processes
     skipped_videos: int = 0
     checkpoint_step: int = -1  # global step of the newest checkpoint
 
@@ -165,6 +166,9 @@ def train(args: PretrainArguments) -> Path:
     unwrapped = accelerator.unwrap_model(model)
 
     source = load_video_source(args.train_dir or args.dataset_name, split=args.dataset_split)
+    if args.validation_dir:  # the kNN monitor needs labels on both sides: say so now, not after training
+        require_labels(source, args.train_dir or args.dataset_name)
+        require_labels(load_video_source(args.validation_dir, split="validation"), args.validation_dir)
     if args.shuffle_buffer_size > 0:
         # Same seed on every process; `set_epoch` reshuffles each epoch, reproducibly.
         source = source.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
@@ -195,8 +199,11 @@ def train(args: PretrainArguments) -> Path:
                 f"No checkpoint to resume from at {args.resume_from_checkpoint} ({output_dir}/checkpoints)."
             )
         accelerator.load_state(str(checkpoint))
-        # The next save continues the numbering after the restored checkpoint.
-        accelerator.project_configuration.iteration = int(checkpoint.name.split("_")[-1]) + 1
+        if not accelerator.is_main_process:  # every process loads the main process's counters
+            state.skipped_videos = 0
+        # The next save goes after every checkpoint there is (resuming from an older one must not overwrite).
+        numbers = [int(p.name.split("_")[-1]) for p in (output_dir / "checkpoints").glob("checkpoint_*")]
+        accelerator.project_configuration.iteration = max([*numbers, int(checkpoint.name.split("_")[-1])]) + 1
         logger.info(
             f"Resumed from {checkpoint} at epoch {state.epoch}, step {state.global_step}.",
             main_process_only=True,
@@ -225,12 +232,17 @@ def train(args: PretrainArguments) -> Path:
         if state.checkpoint_step == state.global_step:
             return
         state.checkpoint_step = state.global_step
+        # Only the main process's counters are saved: give it the skips of every process.
+        skipped = accelerator.reduce(
+            torch.tensor(float(state.skipped_videos), device=accelerator.device), "sum"
+        )
+        state.skipped_videos = int(skipped.item()) if accelerator.is_main_process else 0
         accelerator.save_state()
         accelerator.wait_for_everyone()
 
     # clips/s over each logging window (it spans epoch boundaries)
     window_start, window_clips = time.perf_counter(), 0
-    finished = False
+    finished = total_steps is not None and state.global_step >= total_steps  # a resume of a finished run
     while not finished and (total_steps is not None or state.epoch < args.num_train_epochs):
         epoch = state.epoch
         if hasattr(unwrapped, "set_epoch"):
@@ -238,14 +250,20 @@ def train(args: PretrainArguments) -> Path:
         loader.dataset.set_epoch(epoch)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(args, epoch)
+        # Accumulation windows start with the epoch, so that a checkpoint's steps are whole windows of this
+        # epoch's batches; the incomplete window at the end of the previous epoch is dropped.
+        accelerator.step = 0
+        model.zero_grad(set_to_none=True)
         batches = iter(loader)
         # Replay the steps this epoch already took before a resume: the same samples in the same order.
         for _ in range(state.step_in_epoch * args.gradient_accumulation_steps):
             next(batches, None)
+        batches_in_epoch = 0
         while True:
             batch = next(batches, None)
             if not all_processes_have_batch(accelerator, batch is not None):
                 break
+            batches_in_epoch += 1
             state.skipped_videos += int(batch.pop("num_skipped", torch.zeros(1)).sum())
             keys = batch.pop("keys", None)
             if sample_keys is not None and keys is not None:
@@ -295,6 +313,11 @@ def train(args: PretrainArguments) -> Path:
                 break
         if not finished and state.step_in_epoch == 0:
             # Without this a max_steps run over such a source would start empty epochs forever.
+            if batches_in_epoch:
+                raise RuntimeError(
+                    f"Epoch {epoch} yielded {batches_in_epoch} batches per process, fewer than "
+                    f"gradient_accumulation_steps={args.gradient_accumulation_steps}: no optimizer step."
+                )
             raise RuntimeError(
                 f"Epoch {epoch} yielded no batch: the training source has fewer usable videos than "
                 f"{args.per_device_train_batch_size} per process x {accelerator.num_processes} processes "
