@@ -420,3 +420,25 @@ def test_finetune_without_a_single_batch_fails_instead_of_publishing_an_untraine
     )  # fmt: skip
     assert "took no training step" in stderr
     assert not (tmp_path / "ft" / "final").exists()
+
+
+def test_evaluation_numbers_the_test_classes_like_the_training_classes(tmp_path, tiny_data):
+    """A validation folder without 'down' numbers left/right/up 0/1/2 itself; evaluation must use 1/2/3."""
+    import shutil
+
+    import hf_vssl
+    from hf_vssl.evaluation.runner import evaluation_recipe, video_features
+
+    validation = tmp_path / "validation"
+    for name in ("left", "right", "up"):
+        shutil.copytree(tiny_data["validation"] / name, validation / name)
+    encoder = hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).eval()
+    features = video_features(
+        encoder,
+        str(validation),
+        evaluation_recipe(16, 32, num_clips=1),
+        split="validation",
+        num_workers=0,
+        label_names=["down", "left", "right", "up"],
+    )
+    assert sorted(features.labels.tolist()) == [1, 1, 2, 2, 3, 3]

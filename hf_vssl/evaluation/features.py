@@ -27,13 +27,11 @@ class VideoFeatures(NamedTuple):
         labels: ``[V]`` int64 class ids, ``-1`` where the source has no label.
         video_ids: ``V`` ids (ints or strings) from the batches' ``video_index``/``video_id``/``key``, or the
             running item index when the batches carry none.
-        label_names: class names of the ids, when the source has them.
     """
 
     features: torch.Tensor
     labels: torch.Tensor
     video_ids: list[Hashable]
-    label_names: list[str] | None = None
 
 
 def pooled_output(output: Any) -> torch.Tensor:

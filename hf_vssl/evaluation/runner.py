@@ -61,7 +61,7 @@ def video_features(
     features = extract_features(encoder, batches(), device=device)
     if (features.labels < 0).any():
         raise ValueError(f"{spec} has videos without labels: evaluation protocols need every video labelled.")
-    return features._replace(label_names=source_label_names(source))
+    return features
 
 
 def require_labels(source, spec: str) -> None:
@@ -102,7 +102,9 @@ def evaluate_encoder(
         recipe = evaluation_recipe(num_frames, image_size, num_clips, spatial_crops)
         kwargs = dict(recipe=recipe, batch_size=batch_size, num_workers=num_workers)
         train = video_features(encoder, train_spec, split=train_split, **kwargs)
-        test = video_features(encoder, test_spec, split=test_split, label_names=train.label_names, **kwargs)
+        # each source numbers its own classes: the test ids follow the training names
+        names = source_label_names(load_video_source(train_spec, split=train_split))
+        test = video_features(encoder, test_spec, split=test_split, label_names=names, **kwargs)
         results = evaluate_features(train, test, protocols=protocols, **protocol_kwargs)
     if accelerator is not None:
         accelerator.wait_for_everyone()

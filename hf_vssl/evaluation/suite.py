@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from .features import VideoFeatures
 from .linear_probe import linear_probe
 from .retrieval import knn_classify, retrieval_recall
 
@@ -20,8 +19,6 @@ _RUNNERS = {"linear_probe": linear_probe, "knn": knn_classify, "retrieval": retr
 
 def _features_and_labels(split: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Accept `VideoFeatures`, a ``(features, labels[, video_ids])`` tuple or a mapping with those keys."""
-    if isinstance(split, VideoFeatures):
-        return split.features, split.labels
     if isinstance(split, Mapping):
         if "features" not in split:
             raise ValueError(f"{name} mapping needs a 'features' entry, got keys {sorted(split)}.")
