@@ -17,6 +17,7 @@ data loader's skip-and-continue policy.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
 import logging
 import os
@@ -108,8 +109,11 @@ def _read_remote(url: str) -> bytes:
     except ImportError as err:
         raise VideoDecodeError(url, "cannot open", "remote paths need the `datasets` package") from err
 
-    with xopen(url, "rb") as handle:
-        return handle.read()
+    try:
+        with xopen(url, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise VideoDecodeError(url, "cannot open", f"{type(err).__name__}: {err}") from err
 
 
 def _as_av_input(src: Any, name: str) -> str | BinaryIO:
@@ -188,23 +192,17 @@ class VideoReader:
         self._container = None
         self._reformatter = av.video.reformatter.VideoReformatter()
         self._sws_threads = SWSCALE_THREADS
-        av_input = _as_av_input(src, self.name)
+        self._thread_type, self._thread_count = thread_type.upper(), thread_count
+        self._input = _as_av_input(src, self.name)
+        # Where a file object's video starts, so that it can be reopened (None: it cannot seek back).
+        self._input_start = None
+        if not isinstance(self._input, str) and getattr(self._input, "seekable", lambda: False)():
+            self._input_start = self._input.tell()
         try:
-            self._container = av.open(av_input, mode="r", metadata_errors="ignore")
-        except (av.FFmpegError, OSError, ValueError) as err:
-            raise VideoDecodeError(self.name, "cannot open", str(err)) from None
-        try:
-            if not self._container.streams.video:
-                kinds = sorted({s.type for s in self._container.streams}) or ["none"]
-                raise VideoDecodeError(self.name, "no video stream", f"streams: {', '.join(kinds)}")
-            self._stream = self._container.streams.video[0]
+            self._open()
             self._format_name = self._container.format.name
-            if thread_type.upper() == "NONE":
-                self._stream.thread_count = 1  # PyAV's default would be slice threads on every core
-            else:
-                self._stream.thread_type = thread_type.upper()
-                self._stream.thread_count = thread_count
-            self._table = self._build_frame_table()
+            with self._av_errors_as("cannot open"):
+                self._table = self._build_frame_table()
             self._pts_to_index = {pts: i for i, pts in enumerate(self._table.pts)}
             self.info = self._make_info()
         except BaseException:
@@ -260,6 +258,37 @@ class VideoReader:
     # ------------------------------------------------------------------------------------------------------
     # opening
     # ------------------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        """Open the input, or reopen it from its first byte, and select the video stream."""
+        rewind = self._container is not None and not isinstance(self._input, str)
+        self.close()
+        if rewind and self._input_start is None:
+            raise VideoDecodeError(self.name, "decode failed", "cannot rewind a non-seekable file object")
+        try:
+            if rewind:
+                self._input.seek(self._input_start)
+            self._container = av.open(self._input, mode="r", metadata_errors="ignore")
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise VideoDecodeError(self.name, "cannot open", str(err)) from None
+        if not self._container.streams.video:
+            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+            raise VideoDecodeError(self.name, "no video stream", f"streams: {', '.join(kinds)}")
+        self._stream = self._container.streams.video[0]
+        if self._thread_type == "NONE":
+            self._stream.thread_count = 1  # PyAV's default would be slice threads on every core
+        else:
+            self._stream.thread_type = self._thread_type
+            self._stream.thread_count = self._thread_count
+
+    @contextlib.contextmanager
+    def _av_errors_as(self, reason: str) -> Iterator[None]:
+        """Turn FFmpeg and I/O failures into :class:`VideoDecodeError`, the one error the data loader skips
+        files for; anything else (a bug) still propagates."""
+        try:
+            yield
+        except (av.FFmpegError, OSError) as err:
+            raise VideoDecodeError(self.name, reason, f"{type(err).__name__}: {err}") from err
+
     def _build_frame_table(self) -> _FrameTable:
         stream = self._stream
         entries: list[tuple[int | None, int | None, bool]] = []  # (pts, dts, keyframe), decode order
@@ -287,9 +316,11 @@ class VideoReader:
             raise VideoDecodeError(
                 self.name, "truncated" if truncated else "decode failed", "no video frames"
             )
+        # The declared frame count is no evidence of a cut: AVI counts dropped frames, an MP4 edit list may
+        # show fewer frames than it stores. A sample index that locates frames past the end of the file is.
+        if not truncated and len(stream.index_entries) > len(entries) + discarded:
+            truncated = self._index_beyond_end_of_file()
         declared = max(int(stream.frames or 0), 0)
-        if declared > len(entries) + discarded:
-            truncated = True
 
         all_pts = [pts for pts, _, _ in entries]
         timed = None not in all_pts and len(set(all_pts)) == len(all_pts)
@@ -311,6 +342,14 @@ class VideoReader:
             keyframes.insert(0, 0)  # decoding must start at the first packet anyway
         num_frames = max(declared, len(pts_sorted)) if truncated else len(pts_sorted)
         return _FrameTable(pts_sorted, keyframes, num_frames, truncated, rotation or 0, timed=True)
+
+    def _index_beyond_end_of_file(self) -> bool:
+        # A file cut exactly between two packets demuxes cleanly, only shorter; its index (MP4 moov at the
+        # front, for example) still tells where the missing packets were.
+        size = self._container.size
+        if size <= 0:  # unknown: a non-seekable input
+            return False
+        return any(entry.pos + entry.size > size for entry in self._stream.index_entries if entry.pos >= 0)
 
     def _keyframe_rotation(self, packet: av.Packet) -> int:
         try:
@@ -368,17 +407,19 @@ class VideoReader:
         # positions in `out` for each unique index, as slices of one argsort (no per-frame Python search)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
-        for k, frame in enumerate(self._decode_sorted(unique.tolist())):
-            self._convert_into(frame, out, order[bounds[k] : bounds[k + 1]], out_h, out_w)
+        with self._av_errors_as("decode failed"):
+            for k, frame in enumerate(self._decode_sorted(unique.tolist())):
+                self._convert_into(frame, out, order[bounds[k] : bounds[k + 1]], out_h, out_w)
         return out
 
     def iter_frames(self, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Yield every frame in presentation order as ``uint8`` ``[H, W, 3]`` (for re-encoding whole videos)."""
         out_h, out_w = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
         buffer = np.empty((1, out_h, out_w, 3), dtype=np.uint8)
-        for frame in self._decode_sorted(list(range(self.info.num_frames))):
-            self._convert_into(frame, buffer, [0], out_h, out_w)
-            yield buffer[0].copy()
+        with self._av_errors_as("decode failed"):
+            for frame in self._decode_sorted(list(range(self.info.num_frames))):
+                self._convert_into(frame, buffer, [0], out_h, out_w)
+                yield buffer[0].copy()
 
     def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         wanted = np.asarray(indices)
@@ -413,14 +454,11 @@ class VideoReader:
             )
         i = 0
         while i < len(targets):
-            key = self._keyframe_before(targets[i])
-            new_i = i
-            # A seek should land on `key`; if a demuxer lands later, the run yields nothing and we retry
-            # from the first frame, which is always reachable.
-            for start in dict.fromkeys((key, 0)):
-                new_i = yield from self._decode_run(start, targets, i)
-                if new_i > i:
-                    break
+            new_i = yield from self._decode_run(self._keyframe_before(targets[i]), targets, i)
+            if new_i == i:
+                # The seek was refused or landed after the keyframe (MPEG-TS lands on the second keyframe
+                # when asked for the first): decode from the very start instead, which always works.
+                new_i = yield from self._decode_run(None, targets, i)
             if new_i == i:
                 reason = "truncated" if table.truncated else "decode failed"
                 raise VideoDecodeError(
@@ -434,14 +472,19 @@ class VideoReader:
         keys = self._table.keyframes
         return keys[bisect.bisect_right(keys, index) - 1]
 
-    def _decode_run(self, key_index: int, targets: list[int], i: int) -> Generator[av.VideoFrame, None, int]:
-        """Seek to keyframe ``key_index`` and decode forward, yielding the frames of ``targets[i:]``.
+    def _decode_run(
+        self, key_index: int | None, targets: list[int], i: int
+    ) -> Generator[av.VideoFrame, None, int]:
+        """Seek to keyframe ``key_index`` (``None``: rewind to the start of the input) and decode forward,
+        yielding the frames of ``targets[i:]``.
 
         The run ends when every target is done, when the next target lies behind a later keyframe (seeking
         there is cheaper than decoding the gap), when a target was skipped by the decoder, or at the end of
         the stream. Returns the position in ``targets`` of the first target not yet yielded.
         """
-        if not self._seek_to(key_index):
+        if key_index is None:
+            self._open()
+        elif not self._seek_to(key_index):
             return i
         pts_to_index = self._pts_to_index
         for frame in self._demux_decode():
@@ -464,13 +507,7 @@ class VideoReader:
             )
             return True
         except av.FFmpegError:
-            if key_index != 0:
-                return False  # the caller retries from the first frame
-        try:
-            self._container.seek(0, backward=True, any_frame=False)  # container start, AV_TIME_BASE units
-            return True
-        except av.FFmpegError:
-            return False
+            return False  # the caller rewinds to the start instead
 
     def _demux_decode(self) -> Iterator[av.VideoFrame]:
         """Decoded frames from the current demuxer position; corrupt packets are dropped, not fed."""
@@ -488,8 +525,9 @@ class VideoReader:
             return  # demuxer hit the cut in a truncated file
 
     def _decode_counted(self, targets: list[int]) -> Iterator[av.VideoFrame]:
-        # Untimed streams: decode from the very start and count output frames.
-        self._container.seek(0, backward=True, any_frame=False)
+        # Untimed streams: decode from the very start and count output frames. Reopen rather than seek:
+        # demuxers of raw streams refuse to seek (EPERM), even back to the start.
+        self._open()
         wanted = iter(targets)
         target = next(wanted)
         for index, frame in enumerate(self._demux_decode()):

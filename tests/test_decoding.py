@@ -4,8 +4,10 @@ import io
 import logging
 import os
 import pickle
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -15,12 +17,15 @@ from .video_factory import (
     CODECS,
     encode_to_bytes,
     index_frames,
+    noise_frames,
     read_index,
     vfr_timestamps,
     write_bad_files,
+    write_end_trimmed_mp4,
     write_index_video,
     write_one_frame_video,
     write_vfr_index_video,
+    write_video,
 )
 
 LONG_FRAMES, LONG_GOP = 300, 32
@@ -159,6 +164,88 @@ def test_container_formats(tmp_path):
         with VideoReader(path) as reader:
             assert reader.info.num_frames == 30, name
             assert read_index(reader.get_frames([29, 1, 15])).tolist() == [29, 1, 15], name
+
+
+def test_declared_frame_count_above_the_shown_frames_is_not_truncation(tmp_path):
+    """An AVI counts its dropped frames (empty chunks) and an MP4 edit list may hide stored frames: both
+    declare more frames than they show, and every shown frame decodes."""
+    pts = [i + i // 3 for i in range(30)]  # every fourth time slot dropped
+    dropped = write_video(
+        tmp_path / "dropped.avi",
+        index_frames(30, (32, 32)),
+        codec="mpeg4",
+        gop=10,
+        pts=pts,
+        time_base=Fraction(1, 25),
+    )
+    trimmed = write_end_trimmed_mp4(tmp_path / "trimmed.mp4", 30, keep_frames=20, size=(32, 32), gop=10)
+    for path, shown in ((dropped, 30), (trimmed, 20)):
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].frames > shown, path.name
+        with VideoReader(path) as reader:
+            assert reader.info.num_frames == reader.decodable_frames == shown, path.name
+            backwards = list(range(shown - 1, -1, -1))
+            assert read_index(reader.get_frames(backwards)).tolist() == backwards, path.name
+
+
+def test_file_cut_between_two_packets_is_truncated(tmp_path):
+    """A download cut exactly at a packet boundary demuxes cleanly, only shorter; the MP4 index still locates
+    the missing frames, so the file is reported truncated rather than taken for a shorter video."""
+    full = write_index_video(tmp_path / "full.mp4", 30, (32, 32), gop=10, faststart=True)
+    with av.open(str(full)) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: sum(packets[12])])
+    with VideoReader(cut) as reader:
+        assert reader.info.num_frames == 30 and 0 < reader.decodable_frames < 30
+        with pytest.raises(VideoDecodeError) as info:
+            reader.get_frames([29])
+        assert info.value.reason == "truncated"
+
+
+def test_mpegts_frames_of_the_first_gop(tmp_path):
+    """MPEG-TS timestamps do not start at 0 and a seek to the first keyframe lands on the second one; the
+    frames before it must still be the right ones."""
+    path = write_index_video(tmp_path / "clip.ts", 40, (32, 32), gop=10)  # libx264 with B-frames
+    with VideoReader(path) as reader:
+        assert reader.info.num_frames == 40 and reader.keyframe_indices == [0, 10, 20, 30]
+        for indices in ([0], [9, 0, 5], [35, 2], list(range(39, -1, -1))):
+            assert read_index(reader.get_frames(indices)).tolist() == indices
+
+
+def test_raw_elementary_stream_without_timestamps(tmp_path):
+    """A raw .h264 stream has no timestamps and its demuxer refuses every seek, even to the start: frames are
+    counted from the start of the reopened input, for every kind of source and on every call."""
+    path = write_index_video(tmp_path / "clip.h264", 30, (32, 32), gop=10, container_format="h264")
+    data = path.read_bytes()
+    for src in (path, data, io.BytesIO(data)):
+        with VideoReader(src) as reader:
+            assert reader.info.num_frames == 30 and reader.keyframe_indices == [0]
+            assert read_index(reader.get_frames([3, 29, 0])).tolist() == [3, 29, 0]
+            assert read_index(reader.get_frames([17])).tolist() == [17]
+
+
+def test_read_errors_while_decoding_raise_video_decode_error():
+    """An I/O error in the middle of decoding (a network file object that drops) must reach the data loader as
+    the VideoDecodeError it skips, not as an OSError that ends the run."""
+
+    class DroppingFile(io.BytesIO):
+        dropped = False
+
+        def read(self, size=-1):
+            if self.dropped:
+                raise ConnectionResetError("connection reset by peer")
+            return super().read(size)
+
+    frames = index_frames(40, (128, 128))
+    frames[..., 1] = noise_frames(40, (128, 128))[..., 1]  # larger than FFmpeg's read buffer
+    source = DroppingFile(encode_to_bytes(frames, codec="mpeg4", gop=10))
+    with VideoReader(source, name="remote/clip") as reader:
+        assert read_index(reader.get_frames([3, 25])).tolist() == [3, 25]
+        source.dropped = True
+        with pytest.raises(VideoDecodeError, match="remote/clip") as info:
+            reader.get_frames([5, 35])
+    assert info.value.reason == "decode failed" and "connection reset" in info.value.detail
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -271,6 +271,25 @@ def test_prepare_parallel_workers_write_the_same_shards(source_folder, tmp_path)
         assert_same_shard(shard, tmp_path / "parallel" / shard.name)
 
 
+def test_prepare_stores_long_and_non_ascii_names_and_lists_unwritable_keys(tmp_path):
+    """Names past the 100-byte USTAR limit or outside ASCII are ordinary file names; a key that WebDataset
+    readers would drop (file name starting with "__") is skipped and listed, and the run goes on."""
+    root, out = tmp_path / "src", tmp_path / "out"
+    keys = ["cat/" + "a_long_clip_name_" * 8, "cat/ünïcödé_клип_视频", "dog/plain", "dog/__hidden"]
+    for i, key in enumerate(keys):
+        write_video(root / f"{key}.mp4", index_frames(np.arange(8) + 10 * i, (32, 32)), codec="mpeg4", gop=4)
+    assert main([str(root), str(out), "--num-shards", "1", "--no-progress"]) == 0
+    skipped = json.loads((out / "skipped.json").read_text())["train"]
+    assert [(item["key"], item["reason"]) for item in skipped] == [("dog/__hidden", "write failed")]
+    assert not any("__hidden" in name for name in shard_members(out / "train-00000.tar"))
+    examples = {ex["key"]: ex for ex in load_video_source(out)}
+    assert sorted(examples) == sorted(keys[:3])
+    from .video_factory import read_index
+
+    for i, key in enumerate(keys[:3]):
+        assert read_index(read_frames(examples[key]["video"], [7])).tolist() == [10 * i + 7], key
+
+
 def test_shard_count_rules():
     assert choose_num_shards(10_000, 500, 16) == 32
     assert choose_num_shards(100, 500, 16) == 16

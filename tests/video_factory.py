@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -131,6 +132,7 @@ def encode_video(
     container_format: str | None = None,
     faststart: bool = False,
     codec_options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> None:
     """Encode RGB frames ``[T, H, W, 3]`` uint8 into a video container.
 
@@ -144,12 +146,15 @@ def encode_video(
         time_base: the time base of ``pts``; default ``1/1000`` when ``pts`` is given.
         rotation: display rotation in degrees, counter-clockwise, written as a display matrix.
         faststart: put the MP4 index at the front of the file (as streaming sites do).
+        container_options: extra muxer options, e.g. ``{"use_editlist": "1"}``.
     """
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
     height, width = frames.shape[1:3]
-    container_options = {"movflags": "+faststart"} if faststart else {}
+    container_options = dict(container_options or {})
+    if faststart:
+        container_options["movflags"] = "+faststart"
     if pts is not None:
         time_base = time_base or Fraction(1, 1000)
         if len(pts) != len(frames):
@@ -206,6 +211,31 @@ def write_index_video(
 ) -> Path:
     """A video whose frame ``i`` shows the number ``i`` (see :func:`read_index`)."""
     return write_video(path, index_frames(num_frames, size), **kwargs)
+
+
+def write_end_trimmed_mp4(
+    path: str | os.PathLike,
+    num_frames: int = 30,
+    keep_frames: int = 20,
+    size: tuple[int, int] = (64, 64),
+    **kwargs,
+) -> Path:
+    """An index MP4 that stores ``num_frames`` frames but whose edit list shows only the first
+    ``keep_frames``, as editors trim a clip without re-encoding: it still declares ``num_frames`` frames."""
+    data = bytearray(
+        encode_to_bytes(index_frames(num_frames, size), container_options={"use_editlist": "1"}, **kwargs)
+    )
+    elst = data.find(b"elst")
+    if elst < 0 or struct.unpack_from(">I", data, elst + 8)[0] != 1:
+        raise RuntimeError("expected an MP4 edit list with one entry")
+    # box type, version + flags, entry count, then the entry's segment duration (movie time scale)
+    field = ">I" if data[elst + 4] == 0 else ">Q"
+    (duration,) = struct.unpack_from(field, data, elst + 12)
+    struct.pack_into(field, data, elst + 12, duration * keep_frames // num_frames)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
 
 
 def vfr_timestamps(num_frames: int, seed: int = 0, min_ms: int = 10, max_ms: int = 120) -> list[int]:

@@ -10,7 +10,7 @@ Parquet, dataset folder, Hub id). ``OUT`` receives, per split::
 
     OUT/{split}-00000.tar ...     members {key}.mp4, {key}.cls (label id), {key}.json (label name, source info)
     OUT/README.md                 dataset card: features (label names) and one config per split
-    OUT/skipped.json              unreadable inputs per split (also listed on stderr)
+    OUT/skipped.json              inputs skipped per split, unreadable or unwritable (also listed on stderr)
     OUT/.prepare-state.json       settings + completed shards, for resuming
 
 Re-encoding (``--short-side``, ``--gop``, ``--codec``, ``--crf``; also forced for non-MP4 inputs) scales the
@@ -81,29 +81,48 @@ class TarShardWriter:
     """Write one WebDataset shard atomically: members go to ``path + ".partial"``, renamed on :meth:`close`.
 
     Members are written with fixed metadata (mtime 0, uid 0, mode 0644) so that the same inputs always give
-    byte-identical shards. Use as a context manager; an exception leaves only the ``.partial`` file.
+    byte-identical shards. The PAX format stores names of any length and in any script (WebDataset readers
+    accept it). Use as a context manager; an exception leaves only the ``.partial`` file.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tar = tarfile.open(self.partial_path, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(self.partial_path, "w", format=tarfile.PAX_FORMAT)
         self.count = 0
 
     def write(self, key: str, video: bytes, label: int, meta: dict[str, Any], video_ext: str = "mp4") -> None:
-        """Add one sample: ``{key}.{video_ext}``, ``{key}.cls`` and ``{key}.json`` (contiguous in the tar)."""
-        if "." in key:
-            raise ValueError(f"WebDataset keys must not contain dots: {key!r}")
-        self._add(f"{key}.{video_ext}", video)
-        self._add(f"{key}.cls", str(int(label)).encode())
-        self._add(f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        """Add one sample: ``{key}.{video_ext}``, ``{key}.cls`` and ``{key}.json`` (contiguous in the tar).
+
+        Raises:
+            ValueError: ``key`` is not a usable WebDataset key, or a member header cannot be encoded; nothing
+                of the sample has been written then, so the caller may skip it and go on.
+        """
+        base = key.rsplit("/", 1)[-1]
+        if "." in key or not base:
+            raise ValueError(f"WebDataset keys need a file name without dots: {key!r}")
+        if base.startswith("__"):
+            # readers (datasets' webdataset builder) drop such members as hidden files
+            raise ValueError(f"WebDataset readers skip keys whose file name starts with '__': {key!r}")
+        members = [
+            (f"{key}.{video_ext}", video),
+            (f"{key}.cls", str(int(label)).encode()),
+            (f"{key}.json", json.dumps(meta, sort_keys=True).encode()),
+        ]
+        infos = [self._member_info(name, len(data)) for name, data in members]
+        for info in infos:
+            # encode every header before writing anything, so a refused sample leaves no partial member
+            info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors)
+        for info, (_, data) in zip(infos, members):
+            self._tar.addfile(info, io.BytesIO(data))
         self.count += 1
 
-    def _add(self, name: str, data: bytes) -> None:
+    @staticmethod
+    def _member_info(name: str, size: int) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
-        self._tar.addfile(info, io.BytesIO(data))
+        info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
+        return info
 
     def close(self) -> Path:
         """Finish the tar and move it into place. Returns the final path."""
@@ -305,7 +324,10 @@ def write_shard(
             except (av.FFmpegError, ValueError) as err:  # the re-encoder refused this video
                 skipped.append(_skip_record(example, "encode failed", f"{type(err).__name__}: {err}"))
                 continue
-            writer.write(sanitize_key(example["key"]), data, meta["label"], meta)
+            try:
+                writer.write(sanitize_key(example["key"]), data, meta["label"], meta)
+            except ValueError as err:  # this sample's key or headers; I/O errors still abort the shard
+                skipped.append(_skip_record(example, "write failed", str(err)))
     except BaseException:
         writer.abort()
         raise
@@ -504,7 +526,7 @@ def prepare_shards(
         write_dataset_card(out_dir, label_names, all_state.keys())
         if skipped:
             print(
-                f"{len(skipped)} unreadable videos skipped; listed in {out_dir / SKIPPED_FILE}",
+                f"{len(skipped)} videos skipped; listed in {out_dir / SKIPPED_FILE}",
                 file=sys.stderr,
             )
     record["finished"] = finished
