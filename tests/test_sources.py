@@ -210,6 +210,17 @@ def test_parquet_column_detection_and_derived_keys(tmp_path):
         load_video_source(str(tmp_path / "s.parquet"), label_column="label")
 
 
+def test_a_label_column_of_class_names_is_not_silently_dropped(tmp_path, caplog):
+    data = write_video(tmp_path / "v.mp4", index_frames(3, (16, 16)), codec="mpeg4").read_bytes()
+    pq.write_table(
+        pa.table({"video": [{"bytes": data, "path": "a.mp4"}], "label": ["cat"]}), tmp_path / "s.parquet"
+    )
+    with caplog.at_level("WARNING", logger="hf_vssl.data.sources"):
+        row = next(iter(load_video_source(str(tmp_path / "s.parquet"))))
+    assert row["label"] == -1
+    assert "'label' looks like labels" in caplog.text and "unlabelled" in caplog.text
+
+
 def test_missing_inputs_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="No such file"):
         load_video_source(tmp_path / "does_not_exist")

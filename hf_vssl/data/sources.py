@@ -319,6 +319,14 @@ def _detect_label_column(features: Features, exclude: str) -> str | None:
         feature = features.get(preferred)
         if preferred != exclude and isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
             return preferred
+    named = [c for c in LABEL_COLUMN_CANDIDATES if c != exclude and c in features]
+    if named:  # e.g. class names as strings: not usable as ids, and silently unlabelled data would mislead
+        logger.warning(
+            "Column %r looks like labels but is %s, not integer or ClassLabel: the videos are read as "
+            "unlabelled. Cast it to a ClassLabel, or pass label_column= to use it anyway.",
+            named[0],
+            features[named[0]],
+        )
     return None
 
 
