@@ -213,6 +213,14 @@ class VideoResNet(nn.Module):
         super().__init__()
         if layout not in BACKBONE_LAYOUTS:
             raise ValueError(f"Unknown backbone {layout!r}; choose one of {sorted(BACKBONE_LAYOUTS)}.")
+        # zip() below would silently drop stages (and feature_info would describe stages that do not exist).
+        if not len(hidden_sizes) == len(depths) == len(STAGE_STRIDES):
+            raise ValueError(
+                f"`hidden_sizes` and `depths` need one entry per stage ({len(STAGE_STRIDES)}), got "
+                f"{list(hidden_sizes)} and {list(depths)}."
+            )
+        if any(depth < 1 for depth in depths):
+            raise ValueError(f"Every stage needs at least one block, got `depths`={list(depths)}.")
         spec = BACKBONE_LAYOUTS[layout]
         self.layout = layout
         self.stem = VideoResNetStem(spec, in_channels, embedding_size)

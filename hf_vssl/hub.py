@@ -12,6 +12,7 @@ A pretraining run ends with the encoder saved by `save_pretrained` (config, weig
 Command line::
 
     python -m hf_vssl.hub card DIR [--method mlfo] [--model-id ORG/NAME] [--config run_config.yaml] [--results R.json ...]
+        [--variant pretrained]
     python -m hf_vssl.hub push DIR REPO_ID [--private] [--commit-message MSG] [--revision BRANCH]
 
 Evaluation results (`eval_results`, `--results`) are JSON in one of two shapes. Records (preferred)::
@@ -23,7 +24,12 @@ Evaluation results (`eval_results`, `--results`) are JSON in one of two shapes. 
 or nested, every numeric leaf a metric: ``{"dataset": "ucf101", "split": "test", "linear_probe": {"top1": 61.2},
 "retrieval": {"R@1": 40.3, "R@5": 60.1}}``. A record may override `dataset`, `dataset_name`, `split` and
 `dataset_config`. Several such documents may be given as a list. Values are copied as they are (no unit
-conversion); a value that is not a finite number is an error.
+conversion); a value that is not a finite number is an error. A metric name may end in a parenthesised
+qualifier, ``"top1 (5 clips x three crops)"``: it stays in the displayed name, not in the model-index type.
+
+`training/evaluate.py --output_json` (`hf_vssl.evaluation.runner.write_results`) writes one nested document per
+evaluated model, keyed by its name: ``{"pretrained": {"dataset": ..., "knn": {...}}, "random init": {...}}``.
+The card takes the results of `variant` ("pretrained" unless told otherwise, `--variant` on the command line).
 
 The Hub endpoint comes from `HF_ENDPOINT`, which `huggingface_hub` reads once when it is first imported.
 """
@@ -36,13 +42,13 @@ import logging
 import math
 import numbers
 import re
-import struct
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
@@ -179,6 +185,8 @@ _PROTOCOL_NAMES = {
 }
 _TOPK = re.compile(r"^(?:top|acc|accuracy)[-_@]?(\d+)(?:[-_]?acc(?:uracy)?)?$", re.IGNORECASE)
 _RECALL = re.compile(r"^(?:r|recall)[-_@]?(\d+)$", re.IGNORECASE)
+_QUALIFIED = re.compile(r"^(.*?\S)\s*(\([^()]*\))$")
+DEFAULT_RESULTS_VARIANT = "pretrained"
 _RESERVED_RESULT_KEYS = {
     "dataset",
     "dataset_name",
@@ -215,13 +223,17 @@ class EvalRecord:
     @property
     def metric_type_and_name(self) -> tuple[str, str]:
         """(model-index metric type, human-readable metric name)."""
-        if self.metric.lower() in ("accuracy", "acc", "top1_accuracy"):
-            return "accuracy", "top-1 accuracy"
-        if match := _TOPK.match(self.metric):
-            return "accuracy", f"top-{match.group(1)} accuracy"
-        if match := _RECALL.match(self.metric):
-            return "recall", f"Recall@{match.group(1)}"
-        return self.metric, self.metric
+        # A parenthesised qualifier ("top1 (5 clips x three crops)") says how the number was measured, not what
+        # it is: the Hub type stays the standard one and only the displayed name carries the qualifier.
+        qualified = _QUALIFIED.match(self.metric.strip())
+        metric, qualifier = (qualified.group(1), f" {qualified.group(2)}") if qualified else (self.metric, "")
+        if metric.lower() in ("accuracy", "acc", "top1_accuracy"):
+            return "accuracy", f"top-1 accuracy{qualifier}"
+        if match := _TOPK.match(metric):
+            return "accuracy", f"top-{match.group(1)} accuracy{qualifier}"
+        if match := _RECALL.match(metric):
+            return "recall", f"Recall@{match.group(1)}{qualifier}"
+        return metric, self.metric
 
     def to_eval_result(self) -> EvalResult:
         metric_type, metric_name = self.metric_type_and_name
@@ -247,11 +259,35 @@ def _number(value: Any, where: str) -> float | int:
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
-def parse_eval_results(results: Any, *, source: str = "eval_results") -> list[EvalRecord]:
+def _is_per_model(doc: Mapping) -> bool:
+    """Whether `doc` holds one results document per evaluated model, as `write_results` writes them."""
+    return (
+        bool(doc)
+        and not doc.keys() & _RESERVED_RESULT_KEYS
+        and all(isinstance(v, Mapping) and ("dataset" in v or "results" in v) for v in doc.values())
+    )
+
+
+def _select_variant(doc: Mapping, variant: str, where: str) -> tuple[Mapping, str]:
+    """The results of model `variant` from a per-model document; any other document as it is."""
+    if not _is_per_model(doc):
+        return doc, where
+    if variant not in doc:
+        raise ValueError(
+            f"{where} holds results per evaluated model ({', '.join(map(repr, doc))}) and none for {variant!r}; "
+            "pick the model this card is for with --variant (variant= in Python)"
+        )
+    return doc[variant], f"{where}.{variant}"
+
+
+def parse_eval_results(
+    results: Any, *, source: str = "eval_results", variant: str = DEFAULT_RESULTS_VARIANT
+) -> list[EvalRecord]:
     """Normalise evaluation results (see the module docstring for the accepted JSON) into `EvalRecord`s.
 
-    Raises `ValueError` naming `source` and the offending key for anything that is not a finite number, a
-    result without a dataset, or the same (protocol, metric, dataset, split) twice.
+    `variant` picks the model from results written per evaluated model (`write_results`); other documents
+    ignore it. Raises `ValueError` naming `source` and the offending key for anything that is not a finite
+    number, a result without a dataset, a missing `variant`, or the same (protocol, metric, dataset, split) twice.
     """
     if results is None:
         return []
@@ -268,6 +304,7 @@ def parse_eval_results(results: Any, *, source: str = "eval_results") -> list[Ev
     records: list[EvalRecord] = []
     for doc_index, doc in enumerate(documents):
         where = source if len(documents) == 1 else f"{source}[{doc_index}]"
+        doc, where = _select_variant(doc, variant, where)
         defaults = {k: doc.get(k) for k in ("dataset", "dataset_name", "split", "dataset_config")}
         raw: list[tuple[str, dict]] = []
         if "results" in doc:
@@ -402,24 +439,22 @@ def _resolve_method(method: str | None, config: Mapping, config_path: Path) -> s
     return key
 
 
-def _count_parameters(folder: Path) -> int | None:
-    """Parameter count from the safetensors headers (no weights are read); None without safetensors files."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
-    elif (folder / "model.safetensors").is_file():
-        shards = ["model.safetensors"]
-    else:
+def _count_parameters(config: Mapping, method: str, architecture: str) -> int | None:
+    """Parameters of the checkpoint's class, counted on an instance without weights (meta device).
+
+    Not from the weights files: they also hold buffers (BatchNorm statistics, queues), which are not parameters.
+    None when `architecture` is not one of the method's hf_vssl classes.
+    """
+    # Imported here: the package imports every model, which only this row of the card needs.
+    from hf_vssl import METHODS as MODEL_CLASSES
+
+    classes = MODEL_CLASSES[method]
+    model_class = next((c for c in classes[1:] if c is not None and c.__name__ == architecture), None)
+    if model_class is None:
         return None
-    total = 0
-    for shard in shards:
-        with open(folder / shard, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                total += math.prod(entry["shape"])
-    return total
+    with torch.device("meta"):
+        model = model_class(classes.config.from_dict(dict(config)))
+    return model.num_parameters()
 
 
 def _has_weights(folder: Path) -> bool:
@@ -448,8 +483,13 @@ def load_train_config(path: str | Path) -> dict:
     return config
 
 
-def load_eval_results(paths: str | Path | Sequence[str | Path]) -> list[dict]:
-    """Read one or several results JSON files; each is checked with `parse_eval_results`."""
+def load_eval_results(
+    paths: str | Path | Sequence[str | Path], *, variant: str = DEFAULT_RESULTS_VARIANT
+) -> list[dict]:
+    """Read one or several results JSON files; each is checked with `parse_eval_results`.
+
+    Files written per evaluated model contribute the results of `variant` only.
+    """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     documents = []
     for path in map(Path, paths):
@@ -459,11 +499,12 @@ def load_eval_results(paths: str | Path | Sequence[str | Path]) -> list[dict]:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"results file {path} is not valid JSON: {exc}") from None
-        parse_eval_results(doc, source=str(path))  # fail early, naming the file
+        parse_eval_results(doc, source=str(path), variant=variant)  # fail early, naming the file
         if isinstance(doc, list):
-            documents.extend([{"results": doc}] if _is_record_list(doc) else doc)
+            docs = [{"results": doc}] if _is_record_list(doc) else doc
         else:
-            documents.append(doc)
+            docs = [doc]
+        documents.extend(_select_variant(d, variant, str(path))[0] for d in docs)
     return documents
 
 
@@ -495,8 +536,8 @@ def _load_template(method: str, template_dir: str | Path | None) -> tuple[str, P
         if path.is_file():
             return path.read_text(encoding="utf-8"), path
     raise FileNotFoundError(
-        f"no card template {method}.md in {', '.join(map(str, dirs))}; the templates ship in the source "
-        "checkout's model_cards/ folder (pass template_dir= to use another)"
+        f"no card template {method}.md in {', '.join(map(str, dirs))}; the templates ship in the package "
+        "(hf_vssl/model_cards) and in the source checkout's model_cards/ (pass template_dir= to use another)"
     )
 
 
@@ -514,8 +555,8 @@ def _md_value(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
-def _encoder_table(config: Mapping, folder: Path, encoder_class: str) -> str:
-    rows = [("Class", f"`{encoder_class}` (`model_type` = `{config.get('model_type')}`)")]
+def _encoder_table(config: Mapping, method: str, architecture: str) -> str:
+    rows = [("Class", f"`{architecture}` (`model_type` = `{config.get('model_type')}`)")]
     labels = {
         "backbone": "Backbone",
         "embedding_size": "Stem width",
@@ -529,7 +570,7 @@ def _encoder_table(config: Mapping, folder: Path, encoder_class: str) -> str:
     feature_dim = _feature_dim(config)
     if feature_dim is not None:
         rows.append(("Feature (`pooler_output`)", f"{feature_dim}-d, stage 4 global average pooled"))
-    params = _count_parameters(folder)
+    params = _count_parameters(config, method, architecture)
     if params is not None:
         rows.append(("Parameters", f"{params / 1e6:.2f} M" if params >= 1e6 else f"{params:,}"))
     if "dtype" in config or "torch_dtype" in config:
@@ -546,9 +587,13 @@ def _feature_dim(config: Mapping) -> int | None:
     return size if isinstance(size, int) else None
 
 
+def _is_classifier(architecture: str) -> bool:
+    return architecture.endswith("ForVideoClassification")
+
+
 def _classifier_note(config: Mapping, architecture: str, model_id: str) -> str:
     """For a fine-tuned classifier checkpoint, say so before the encoder-centred text of the template."""
-    if not architecture.endswith("ForVideoClassification"):
+    if not _is_classifier(architecture):
         return ""
     labels = config.get("id2label") or {}
     return "\n".join(
@@ -558,6 +603,24 @@ def _classifier_note(config: Mapping, architecture: str, model_id: str) -> str:
             f'> `AutoModelForVideoClassification.from_pretrained("{model_id}", trust_remote_code=True)` or',
             f'> `pipeline("video-classification", model="{model_id}", trust_remote_code=True)`;',
             "> `outputs.logits` are `[batch, classes]`.",
+        ]
+    )
+
+
+def _classifier_snippet(architecture: str, model_id: str) -> str:
+    """For a classifier checkpoint, how to load the classifier: the template's `AutoModel` gives its encoder."""
+    if not _is_classifier(architecture):
+        return ""
+    return "\n".join(
+        [
+            "`AutoModel` loads the encoder of this classifier checkpoint; the classifier itself (encoder and "
+            "linear head, `outputs.logits` are `[batch, classes]`) loads with",
+            "",
+            "```python",
+            "from transformers import AutoModelForVideoClassification",
+            "",
+            f'classifier = AutoModelForVideoClassification.from_pretrained("{model_id}")  # an hf_vssl.{architecture}',
+            "```",
         ]
     )
 
@@ -693,8 +756,8 @@ def render_model_card(
         raise ValueError(f"train_config must be a mapping, got {type(train_config).__name__}")
 
     architectures = config.get("architectures") or []
-    encoder_class = architectures[0] if architectures else info.encoder_class
-    if pipeline_tag is None and any(str(a).endswith("ForVideoClassification") for a in architectures):
+    architecture = str(architectures[0]) if architectures else info.encoder_class
+    if pipeline_tag is None and any(_is_classifier(str(a)) for a in architectures):
         pipeline_tag = "video-classification"
     model_name = model_id.rstrip("/").rsplit("/", 1)[-1]
     feature_dim = _feature_dim(config)
@@ -709,16 +772,18 @@ def render_model_card(
             "model_id": model_id,
             "model_name": model_name,
             "hf_vssl_version": _hf_vssl_version(),
-            "encoder_class": encoder_class,
+            # What `AutoModel` returns, whichever head was saved.
+            "encoder_class": info.encoder_class,
             "feature_dim": feature_dim if feature_dim is not None else "D",
             "num_frames": num_frames if num_frames is not None else 16,
             "image_size": image_size if image_size is not None else 112,
-            "encoder_table": _encoder_table(config, folder, encoder_class),
+            "encoder_table": _encoder_table(config, method, architecture),
             "method_hparams": _method_hparams(config),
             "training_section": _training_section(train_config, dataset_name),
             "results_section": _results_section(records),
             "clip_note": _clip_note(num_frames, image_size),
-            "classifier_note": _classifier_note(config, encoder_class, model_id),
+            "classifier_note": _classifier_note(config, architecture, model_id),
+            "classifier_snippet": _classifier_snippet(architecture, model_id),
         },
         source=str(template_path),
     )
@@ -877,6 +942,12 @@ def _build_parser() -> argparse.ArgumentParser:
     card.add_argument("--model-id", help="Hub repo id the card is for (default: the folder name)")
     card.add_argument("--config", help="the run's resolved training config (YAML or JSON)")
     card.add_argument("--results", nargs="+", default=None, help="results JSON file(s) from the evaluation")
+    card.add_argument(
+        "--variant",
+        default=DEFAULT_RESULTS_VARIANT,
+        help="the evaluated model whose results go on the card, in results files keyed by model "
+        "(training/evaluate.py --output_json)",
+    )
     card.add_argument("--dataset-name", help="pretraining dataset (Hub id where there is one)")
     card.add_argument("--base-model", help="Hub id this checkpoint derives from")
     card.add_argument("--pipeline-tag", help="Hub pipeline tag")
@@ -902,7 +973,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.method,
                 model_id=args.model_id,
                 train_config=load_train_config(args.config) if args.config else None,
-                eval_results=load_eval_results(args.results) if args.results else None,
+                eval_results=load_eval_results(args.results, variant=args.variant) if args.results else None,
                 dataset_name=args.dataset_name,
                 base_model=args.base_model,
                 pipeline_tag=args.pipeline_tag,

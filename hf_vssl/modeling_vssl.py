@@ -32,6 +32,12 @@ class VideoSSLPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["BasicBlock3d"]
 
+    def __init__(self, config, *inputs, **kwargs):
+        # Config validators run only when a config is created: `from_pretrained(folder, **overrides)` and
+        # attribute assignment change it afterwards unchecked, so check again before building anything from it.
+        config.validate()
+        super().__init__(config, *inputs, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Advertise every head of this method (each class its module marked with `register_for_auto_class`) in
         # config.json, so that one pushed folder serves AutoModel, AutoModelForVideoClassification and

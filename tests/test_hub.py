@@ -3,18 +3,25 @@ fake Hub, and loaded back from it with `from_pretrained(repo_id)`, with and with
 
 import json
 import math
+import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import urllib.error
 import urllib.request
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
+import transformers
 import yaml
 from huggingface_hub import ModelCard
 
 import hf_vssl
+from hf_vssl.evaluation.runner import write_results
 from hf_vssl.hub import (
     load_eval_results,
     main,
@@ -24,10 +31,11 @@ from hf_vssl.hub import (
     write_model_card,
 )
 
-from .conftest import run_without_hf_vssl, tiny_config
+from .conftest import TINY_BACKBONE, run_without_hf_vssl, tiny_config
 from .fake_hub import check_card_metadata, fake_hub_fixture, run_python, split_front_matter  # noqa: F401
 
 METHODS = sorted(hf_vssl.METHODS)
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = {
     "dataset": "hf-vssl/synthetic-motion",
     "dataset_name": "Synthetic motion",
@@ -87,7 +95,8 @@ def test_card_fills_every_placeholder_from_the_saved_model(method, saved_encoder
     assert "torch.randn(2, 8, 3, 32, 32)" in text  # the snippet uses the config's clip size
     assert "pooler_output  # [2, 64]" in text  # and the last stage width
     assert "| Stage widths | [8, 16, 32, 64] |" in text
-    params = sum(p.numel() for p in hf_vssl.METHODS[method][1](tiny_config(method)).state_dict().values())
+    # Parameters only: the weights file also holds BatchNorm statistics.
+    params = sum(p.numel() for p in hf_vssl.METHODS[method][1](tiny_config(method)).parameters())
     assert f"| Parameters | {params:,} |" in text
     meta = card.data.to_dict()
     assert meta["library_name"] == "transformers"
@@ -172,6 +181,22 @@ def test_classifier_folder_gets_the_video_classification_pipeline_tag(saved_enco
     assert encoder.data.pipeline_tag == "feature-extraction"
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_classifier_card_loading_snippets_name_the_class_each_auto_class_returns(
+    method, saved_encoders, tmp_path
+):
+    classifier = hf_vssl.METHODS[method][2](tiny_config(method, num_labels=3))
+    classifier.save_pretrained(tmp_path / "clf")
+    text = render_model_card(None, tmp_path / "clf", model_id="org/clf").text
+    snippets = re.findall(r'= (AutoModel\w*)\.from_pretrained\("org/clf"\)  # an hf_vssl\.(\w+)', text)
+    assert {auto for auto, _ in snippets} == {"AutoModel", "AutoModelForVideoClassification"}
+    for auto, class_name in snippets:
+        assert type(getattr(transformers, auto).from_pretrained(tmp_path / "clf")).__name__ == class_name
+    assert f"| Parameters | {sum(p.numel() for p in classifier.parameters()):,} |" in text
+    encoder_card = render_model_card(None, saved_encoders / method, model_id="org/enc").text
+    assert "AutoModelForVideoClassification" not in encoder_card
+
+
 def test_training_section_summarises_the_resolved_config_and_redacts_secrets(saved_encoders):
     text = render_model_card("mlfo", saved_encoders / "mlfo", model_id="o/m", train_config=TRAIN_CONFIG).text
     assert "| Learning rate | `optimizer.lr` | 0.001 |" in text
@@ -205,6 +230,59 @@ def test_results_in_record_form_equal_nested_form(tmp_path):
     assert [(r.dataset, r.metric) for r in from_files[2:]] == [("e", "top1"), ("e", "R@1")]
     with pytest.raises(ValueError, match="given twice"):  # the same number from two files
         parse_eval_results(load_eval_results([tmp_path / "bare.json", tmp_path / "bare.json"]))
+
+
+def test_card_takes_the_results_file_that_evaluation_writes(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    write_results(
+        {
+            "pretrained": {"knn/top1": 0.41, "retrieval/R@1": 0.33},
+            "random init": {"knn/top1": 0.12, "retrieval/R@1": 0.05},
+        },
+        results,
+        dataset="data/validation",
+        split="validation",
+    )
+    folder = tmp_path / "mlfo"
+    _save_encoder("mlfo", folder)
+    argv = ["card", str(folder), "--model-id", "org/mlfo", "--results", str(results)]
+    for extra, expected in (([], (41.0, 33.0)), (["--variant", "random init"], (12.0, 5.0))):
+        assert main([*argv, *extra]) == 0
+        card = ModelCard.load(folder / "README.md")
+        assert {
+            (r.metric_name, r.metric_value, r.dataset_type, r.dataset_split) for r in card.data.eval_results
+        } == {
+            ("kNN top-1 accuracy", expected[0], "data/validation", "validation"),
+            ("Retrieval Recall@1", expected[1], "data/validation", "validation"),
+        }
+        assert check_card_metadata(card.content) == ([], [])
+    capsys.readouterr()
+    assert main([*argv, "--variant", "supervised"]) == 2
+    assert "('pretrained', 'random init') and none for 'supervised'" in capsys.readouterr().err
+    # In Python, the loaded file as it is gives the card's default variant.
+    assert parse_eval_results(json.loads(results.read_text())) == parse_eval_results(
+        load_eval_results(results)
+    )
+
+
+@pytest.mark.parametrize(
+    "metric, metric_type, metric_name",
+    [
+        ("top1 (5 clips x ten crops)", "accuracy", "top-1 accuracy (5 clips x ten crops)"),
+        ("R@5 (center crop)", "recall", "Recall@5 (center crop)"),
+        ("mAP (3 clips)", "mAP", "mAP (3 clips)"),
+    ],
+)
+def test_qualified_metric_keeps_the_standard_type_and_the_qualifier_in_its_name(
+    metric, metric_type, metric_name, saved_encoders
+):
+    # The shape fine-tuning writes: {"finetune": {"top1 (5 clips x ten crops)": ...}}.
+    results = {"dataset": "ucf101", "split": "validation", "finetune": {metric: 80.5}}
+    card = render_model_card("mlfo", saved_encoders / "mlfo", model_id="o/m", eval_results=results)
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_name) == (metric_type, f"Fine-tuning {metric_name}")
+    assert card.data.metrics == [metric_type]
+    assert f"| Fine-tuning | ucf101 | validation | {metric_name} | 80.5 |" in card.text
 
 
 @pytest.mark.parametrize(
@@ -288,6 +366,52 @@ def test_cli_push_refuses_folders_that_cannot_be_loaded(saved_encoders, tmp_path
     )
     with pytest.raises(FileNotFoundError, match="modeling_mlfo.MLFOModel, but modeling_mlfo.py is not in"):
         push_folder(folder, "org/x")
+
+
+def test_wheel_ships_the_card_templates_and_an_install_writes_cards(tmp_path):
+    pytest.importorskip("setuptools")
+    # Built from a copy of the project: building in place would leave build/ and *.egg-info in the checkout.
+    source = tmp_path / "source"
+    for name in ("hf_vssl", "model_cards"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--no-cache-dir",
+        ]
+        + ["--disable-pip-version-check", "-q", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(site)
+    assert {f"hf_vssl/model_cards/{method}.md" for method in METHODS} <= names
+    # pyproject.toml lists the packages: a new sub-package that is not listed there is missing here.
+    assert {p.relative_to(source).as_posix() for p in (source / "hf_vssl").rglob("*.py")} <= names
+
+    # The installed package, without the checkout next to it, writes a card as pretraining does at its end.
+    code = f"""
+        import hf_vssl
+        from hf_vssl.hub import write_model_card
+        assert hf_vssl.__file__.startswith({str(site)!r}), hf_vssl.__file__
+        hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**{TINY_BACKBONE!r})).save_pretrained("encoder")
+        text = write_model_card("encoder", model_id="org/mlfo").read_text()
+        assert "pretrained with **MLFO**" in text and "{{{{" not in text, text
+        """
+    run_python(textwrap.dedent(code), env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path)
 
 
 # --- the fake Hub's card validation -------------------------------------------------------------------------------

@@ -76,6 +76,20 @@ def test_feature_info_describes_stage_outputs(layout):
         assert stage.shape[1:] == (info.num_channels, 16 // t, -(-112 // h), -(-112 // w))
 
 
+@pytest.mark.parametrize(
+    "hidden_sizes, depths, message",
+    [
+        ((8, 16, 32), (1, 1, 1), "one entry per stage"),
+        ((8, 16, 32, 64), (1, 1, 1), "one entry per stage"),
+        ((8, 16, 32, 64, 128), (1, 1, 1, 1, 1), "one entry per stage"),
+        ((8, 16, 32, 64), (1, 0, 1, 1), "at least one block"),
+    ],
+)
+def test_backbone_rejects_stages_that_feature_info_could_not_describe(hidden_sizes, depths, message):
+    with pytest.raises(ValueError, match=message):
+        VideoResNet("r3d", embedding_size=8, hidden_sizes=hidden_sizes, depths=depths)
+
+
 def test_mlfo_layout_matches_the_authors_shapes():
     # METHODS.md §1: for a 16x112x112 clip, stage2 128x8x14x14, stage3 256x4x7x7, stage4 512x2x4x4.
     stages = VideoResNet("r3d_hara")(torch.randn(1, 3, 16, 112, 112))
@@ -121,6 +135,32 @@ def test_bad_config_values_fail_at_creation(method, overrides, message):
 def test_bad_method_hyper_parameters_fail_at_creation(method, overrides, message):
     with pytest.raises(CONFIG_ERRORS, match=message):
         tiny_config(method, **overrides)
+
+
+@pytest.mark.parametrize("auto_class", [AutoModel, AutoModelForVideoClassification])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"hidden_sizes": [8, 16, 16], "depths": [1, 1, 1]}, "one entry per stage"),
+        ({"num_frames": 0}, "num_frames"),
+        ({"classifier_dropout": 2.0}, "classifier_dropout"),
+    ],
+)
+def test_config_overrides_at_load_are_validated(tmp_path, auto_class, overrides, message):
+    # from_pretrained sets overrides on the loaded config without running its validators.
+    hf_vssl.MLFOModel(tiny_config("mlfo")).save_pretrained(tmp_path)
+    with pytest.raises(CONFIG_ERRORS, match=message):
+        auto_class.from_pretrained(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_config_changed_after_creation_is_validated_when_a_model_is_built(method):
+    config = tiny_config(method)
+    config.hidden_sizes, config.depths = [8, 16, 16], [1, 1, 1]
+    for model_class in hf_vssl.METHODS[method][1:]:
+        if model_class is not None:
+            with pytest.raises(CONFIG_ERRORS, match="one entry per stage"):
+                model_class(config)
 
 
 def test_method_defaults_follow_the_specification():
