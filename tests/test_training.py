@@ -297,11 +297,16 @@ def test_run_arguments_take_the_types_of_their_fields(tmp_path, tiny_data):
             parse_arguments(_run_args(config, tiny_data["train"], "x", option, value))
 
 
+def _unlabelled_copy(folder: Path, destination: Path, count: int) -> Path:
+    """The first ``count`` videos of a class folder, side by side with no class sub-folders: no labels."""
+    destination.mkdir()
+    for video in sorted(folder.rglob("*.mp4"))[:count]:
+        (destination / video.name).write_bytes(video.read_bytes())
+    return destination
+
+
 def test_a_validation_run_needs_labelled_training_data_before_it_trains(tmp_path, tiny_data):
-    unlabelled = tmp_path / "unlabelled"
-    unlabelled.mkdir()
-    for video in sorted(tiny_data["train"].rglob("*.mp4"))[:4]:
-        (unlabelled / video.name).write_bytes(video.read_bytes())
+    unlabelled = _unlabelled_copy(tiny_data["train"], tmp_path / "unlabelled", 4)
     out = tmp_path / "run"
     options = ("--validation_dir", str(tiny_data["validation"]))
     stderr = _run_failing(
@@ -312,10 +317,7 @@ def test_a_validation_run_needs_labelled_training_data_before_it_trains(tmp_path
 
 
 def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
-    unlabelled = tmp_path / "unlabelled"
-    unlabelled.mkdir()
-    for video in sorted(tiny_data["validation"].rglob("*.mp4"))[:3]:
-        (unlabelled / video.name).write_bytes(video.read_bytes())
+    unlabelled = _unlabelled_copy(tiny_data["validation"], tmp_path / "unlabelled", 3)
     encoder_dir = tmp_path / "encoder"
     import hf_vssl
 
