@@ -295,6 +295,8 @@ def test_run_arguments_take_the_types_of_their_fields(tmp_path, tiny_data):
     ):
         with pytest.raises(ValueError, match=message):
             parse_arguments(_run_args(config, tiny_data["train"], "x", option, value))
+    with pytest.raises(ValueError, match="`model` must be dict"):
+        parse_arguments(_run_args(_config(tmp_path, model="r3d"), tiny_data["train"], "x"))
 
 
 def _unlabelled_copy(folder: Path, destination: Path, count: int) -> Path:

@@ -116,8 +116,8 @@ def _coerce(name: str, value: Any, annotation) -> Any:
     YAML reads `1e-4` as a string and `70` as an int, so floats are parsed and a single value becomes a list
     where the field is a list.
     """
-    types = get_args(annotation) if get_origin(annotation) is not list else (annotation,)
-    types = types or (annotation,)
+    # a union lists its members; a list or dict type is one kind (its arguments are the items' types)
+    types = (annotation,) if get_origin(annotation) in (list, dict) else get_args(annotation) or (annotation,)
     if value is None:
         if type(None) in types:
             return None
