@@ -449,7 +449,8 @@ def _count_parameters(config: Mapping, method: str, architecture: str) -> int | 
     from hf_vssl import METHODS as MODEL_CLASSES
 
     classes = MODEL_CLASSES[method]
-    model_class = next((c for c in classes[1:] if c is not None and c.__name__ == architecture), None)
+    candidates = (classes.model, classes.classifier, classes.pretraining)
+    model_class = next((c for c in candidates if c is not None and c.__name__ == architecture), None)
     if model_class is None:
         return None
     with torch.device("meta"):
