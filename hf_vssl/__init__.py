@@ -20,7 +20,13 @@ from .configuration_mlfo import MLFOConfig
 from .configuration_vssl import VideoSSLConfig
 from .image_processing_vssl import VideoSSLImageProcessor
 from .modeling_ctrlaug import CtrlAugForVideoClassification, CtrlAugModel, CtrlAugPreTrainedModel
-from .modeling_hdc import HDCForVideoClassification, HDCModel, HDCPreTrainedModel
+from .modeling_hdc import (
+    HDCForPreTraining,
+    HDCForVideoClassification,
+    HDCModel,
+    HDCPreTrainedModel,
+    HDCPreTrainingOutput,
+)
 from .modeling_mlfo import (
     MLFOForPreTraining,
     MLFOForVideoClassification,
@@ -46,7 +52,7 @@ class MethodClasses(NamedTuple):
 METHODS = {
     "mlfo": MethodClasses(MLFOConfig, MLFOModel, MLFOForVideoClassification, MLFOForPreTraining),
     "ctrlaug": MethodClasses(CtrlAugConfig, CtrlAugModel, CtrlAugForVideoClassification),
-    "hdc": MethodClasses(HDCConfig, HDCModel, HDCForVideoClassification),
+    "hdc": MethodClasses(HDCConfig, HDCModel, HDCForVideoClassification, HDCForPreTraining),
 }
 
 for _model_type, _classes in METHODS.items():
@@ -74,9 +80,11 @@ __all__ = [
     "CtrlAugModel",
     "CtrlAugPreTrainedModel",
     "HDCConfig",
+    "HDCForPreTraining",
     "HDCForVideoClassification",
     "HDCModel",
     "HDCPreTrainedModel",
+    "HDCPreTrainingOutput",
     "MLFOConfig",
     "MLFOForPreTraining",
     "MLFOPreTrainingOutput",

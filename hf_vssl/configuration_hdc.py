@@ -32,6 +32,12 @@ class HDCConfig(VideoSSLConfig):
             One weight per tap stage for `"fixed"`.
         invariance_momentum (`float`, *optional*, defaults to 0.99):
             EMA momentum of the measured invariance.
+        batch_negatives (`bool`, *optional*, defaults to `True`):
+            Besides the queue, the current keys of the other videos (of every process) are negatives too, so that
+            the first steps, whose queue is still empty, have negatives. `False`: the queue alone (MoCo v2).
+        invariance_floor (`float`, *optional*, defaults to 0.01):
+            Lower bound of each level's measured invariance before the weights are normalised, so that a level
+            whose positive pairs are not yet similar (cosine <= 0) keeps a small weight instead of a negative one.
     """
 
     model_type = "hdc"
@@ -43,6 +49,8 @@ class HDCConfig(VideoSSLConfig):
     invariance_weighting: str = "measured"
     fixed_level_weights: list[float | int] | tuple[float | int, ...] = (0.3, 0.5, 1.0)
     invariance_momentum: float | int = 0.99
+    batch_negatives: bool = True
+    invariance_floor: float | int = 0.01
 
     def __post_init__(self, **kwargs):
         self.tap_stages = list(self.tap_stages)
@@ -61,5 +69,8 @@ class HDCConfig(VideoSSLConfig):
                 f"`invariance_weighting` must be one of {INVARIANCE_WEIGHTINGS}, got {self.invariance_weighting!r}."
             )
         _check_positive("queue_size", self.queue_size)
+        _check_positive("invariance_floor", self.invariance_floor)
+        if len(set(self.tap_stages)) != len(self.tap_stages):
+            raise ValueError(f"`tap_stages` must not repeat a stage, got {self.tap_stages}.")
         for name in ("momentum", "spatial_weight", "invariance_momentum"):
             _check_probability(name, getattr(self, name))

@@ -29,6 +29,7 @@ layers to `super()._init_weights(module)`; `FeatureQueue` must still be reset be
 transformers knows.
 """
 
+import copy
 import math
 from collections.abc import Iterable
 
@@ -40,6 +41,7 @@ from transformers import initialization as init
 __all__ = [
     "FeatureQueue",
     "GradientReversal",
+    "MomentumCopy",
     "MotionExcitation",
     "PointwiseMLP",
     "ProjectionMLP",
@@ -265,6 +267,20 @@ class FeatureQueue(nn.Module):
         self.register_buffer("queue", torch.zeros(size, dim))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_load_state_dict_post_hook(FeatureQueue._check_loaded_state)
+
+    @staticmethod
+    def _check_loaded_state(module: "FeatureQueue", incompatible_keys) -> None:
+        # A queue restored from a checkpoint must be one this class could have written: a pointer inside the
+        # queue and, until it is full, at the first empty slot. (Shapes are checked by load_state_dict itself.)
+        if module.queue.is_meta:
+            return
+        ptr, filled = int(module.ptr), int(module.filled)
+        if not (0 <= ptr < module.size and 0 <= filled <= module.size and (filled == module.size or ptr == filled)):
+            raise ValueError(
+                f"{type(module).__name__} loaded an inconsistent state: ptr={ptr}, filled={filled} for size "
+                f"{module.size} (the pointer must lie in [0, size) and equal `filled` until the queue is full)."
+            )
 
     def reset(self) -> None:
         """Empty the queue through `transformers.initialization`, for a model's `_init_weights`.
@@ -344,6 +360,58 @@ def momentum_update_(
         return
     torch._foreach_mul_(target_params, momentum)
     torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
+
+
+class MomentumCopy(nn.Module):
+    """A momentum (EMA) copy of some online modules, e.g. a MoCo key encoder: backbone and heads.
+
+    `MomentumCopy(backbone=model.backbone, heads=model.heads)` deep-copies each module under the same name and
+    freezes the copies (`requires_grad=False`: no optimizer, no DDP gradient, no autograd graph). Being a plain
+    container, the copy is never mistaken for a model's `base_model_prefix` child, and its state dict (keys
+    `<name>.<...>`) travels with the pretraining model's training checkpoint, never with the released encoder.
+
+    * `update_(momentum, **online)`: `copy <- momentum * copy + (1 - momentum) * online` for every parameter, in
+      module order (`momentum_update_`); buffers (BN running statistics) are the copy's own.
+    * `copy_from_(**online)`: every parameter and buffer of the copy set to the online values through the guarded
+      `transformers.initialization.copy_`, for a model's `_init_weights`: tensors that `from_pretrained` loaded from
+      a checkpoint are left alone, so a pretraining checkpoint restores its momentum copy while an encoder-only
+      checkpoint gives a copy equal to the loaded online weights.
+    """
+
+    def __init__(self, **online: nn.Module):
+        if not online:
+            raise ValueError("MomentumCopy needs at least one module to copy.")
+        super().__init__()
+        for name, module in online.items():
+            self.add_module(name, copy.deepcopy(module).requires_grad_(False))
+
+    def _pairs(self, online: dict[str, nn.Module]):
+        if set(online) != set(self._modules):
+            raise ValueError(
+                f"{type(self).__name__} copies {sorted(self._modules)}, got online modules {sorted(online)}."
+            )
+        return [(self._modules[name], online[name]) for name in self._modules]
+
+    @torch.no_grad()
+    def update_(self, momentum: float, **online: nn.Module) -> None:
+        """EMA step of every parameter of the copy towards the online modules (after an optimizer step)."""
+        pairs = self._pairs(online)
+        momentum_update_(
+            [p for target, _ in pairs for p in target.parameters()],
+            [p for _, source in pairs for p in source.parameters()],
+            momentum,
+        )
+
+    @torch.no_grad()
+    def copy_from_(self, **online: nn.Module) -> None:
+        """Set every parameter and buffer of the copy to the online module's (guarded: loaded tensors stay)."""
+        for target, source in self._pairs(online):
+            targets = [*target.parameters(), *target.buffers()]
+            sources = [*source.parameters(), *source.buffers()]
+            if [t.shape for t in targets] != [s.shape for s in sources]:
+                raise ValueError(f"{type(self).__name__}: the online module no longer matches its copy.")
+            for t, s in zip(targets, sources):
+                init.copy_(t, s)
 
 
 def init_module_(module: nn.Module) -> bool:

@@ -1,7 +1,33 @@
-"""Hierarchically decoupled spatial-temporal contrast (Zhang & Crandall, WACV 2022): released encoder and video classifier."""
+"""HDC: hierarchically decoupled spatial-temporal contrast (Zhang & Crandall, WACV 2022).
+
+Neither code nor the full text of the paper is public. `HDCModel` (the released encoder) is the plain backbone;
+`HDCForPreTraining` is hf_vssl's reconstruction of the objective from the abstract (METHODS.md §3): everything
+past the abstract's claims (two contrastive subtasks, one spatial and one temporal, solved at several depths, with
+levels weighted by how instance-invariant they are) is [ours] and is a field of `HDCConfig`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.utils import ModelOutput
 
 from .configuration_hdc import HDCConfig
-from .modeling_vssl import VideoSSLEncoder, VideoSSLForVideoClassification, VideoSSLPreTrainedModel
+from .distributed import gather_no_grad, rank
+from .heads import FeatureQueue, MomentumCopy, ProjectionMLP
+from .losses import info_nce
+from .modeling_vssl import (
+    VideoSSLEncoder,
+    VideoSSLForVideoClassification,
+    VideoSSLPreTrainedModel,
+    clip_to_channels_first,
+)
+
+# The views of the HDC recipe (hf_vssl.data.recipes.HDCViews), in order, and the subtask each positive serves.
+VIEWS = ("anchor", "spatial_positive", "temporal_positive")
+SUBTASKS = ("spatial", "temporal")
 
 
 class HDCPreTrainedModel(VideoSSLPreTrainedModel):
@@ -19,6 +45,239 @@ class HDCForVideoClassification(VideoSSLForVideoClassification, HDCPreTrainedMod
     encoder_class = HDCModel
 
 
+@dataclass
+class HDCPreTrainingOutput(ModelOutput):
+    r"""
+    Output of `HDCForPreTraining`. Every `*_loss_stage{s}` field is one InfoNCE term before any weight, `None` for a
+    stage that is not tapped or a subtask whose weight is 0; `loss` is the weighted total.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`): `sum_l w_l (alpha L_S^l + (1 - alpha) L_T^l)`.
+        spatial_loss_stage1 ... spatial_loss_stage4: the spatial subtask's InfoNCE at each tapped stage.
+        temporal_loss_stage1 ... temporal_loss_stage4: the temporal subtask's InfoNCE at each tapped stage.
+        level_weights (`torch.FloatTensor` of shape `[num_levels]`): the weights `w_l` used for this loss, in the
+            order of `config.tap_stages` (no gradient).
+        positive_similarity (`torch.FloatTensor` of shape `[num_levels]`): this batch's mean cosine between queries
+            and their positive keys at each level, over both subtasks and the videos of every process (what the
+            measured invariance averages).
+        hidden_states (`tuple(torch.FloatTensor)`): the online encoder's four stage outputs for the anchors, when
+            asked.
+    """
+
+    loss: torch.FloatTensor | None = None
+    spatial_loss_stage1: torch.FloatTensor | None = None
+    temporal_loss_stage1: torch.FloatTensor | None = None
+    spatial_loss_stage2: torch.FloatTensor | None = None
+    temporal_loss_stage2: torch.FloatTensor | None = None
+    spatial_loss_stage3: torch.FloatTensor | None = None
+    temporal_loss_stage3: torch.FloatTensor | None = None
+    spatial_loss_stage4: torch.FloatTensor | None = None
+    temporal_loss_stage4: torch.FloatTensor | None = None
+    level_weights: torch.FloatTensor | None = None
+    positive_similarity: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _level_name(stage: int) -> str:
+    return f"stage{stage}"
+
+
+class HDCForPreTraining(HDCPreTrainedModel):
+    """The HDC encoder with hf_vssl's reconstruction of the HDC objective (METHODS.md §3; all of it [ours]).
+
+    `forward(pixel_values [B, 3, T, C, H, W])` takes per video the three views of the HDC recipe, in order: the
+    anchor q, the spatial positive k_S (another time window, same crop and colour: only appearance matches) and the
+    temporal positive k_T (the same frames, independent strong augmentation: only motion matches). Other recipe
+    outputs passed as keywords are ignored.
+
+    Which encoder sees which view (MoCo v2): the online (query) encoder `hdc` and its heads see the anchors only; the
+    momentum (key) encoder `momentum_encoder` (an EMA copy of backbone and heads, no gradient) sees k_S and k_T in
+    one batch. At every tapped stage l and for each subtask s in (spatial, temporal):
+
+        q = norm(head_s^l(avgpool(stage_l(anchor))))         online, with gradient
+        k = norm(key_head_s^l(avgpool(key_stage_l(k_s))))    momentum encoder, no gradient
+        L_s^l = InfoNCE(q; positive k; negatives: the queue of (l, s), and with `batch_negatives` the current keys
+                of every other video of every process), temperature `config.temperature`
+
+    and `loss = sum_l w_l (alpha L_S^l + (1 - alpha) L_T^l)` with `alpha = config.spatial_weight`. The level weights
+    are `config.fixed_level_weights` (`invariance_weighting="fixed"`) or, with `"measured"`, the EMA `e_l` of the
+    mean positive cosine `<q, k>` at level l (both subtasks, the videos of every process; no gradient), floored at
+    `invariance_floor` and normalised to sum to the number of levels. In training mode each forward first adds the
+    batch to the EMA (so the weights include it), then pushes the gathered keys into the queues (after the loss,
+    MoCo's order); in eval mode nothing changes. A subtask whose weight is 0 has no heads, queue or key pass.
+
+    Training state that is not the released encoder: the momentum copy, the queues (`FeatureQueue`: keys, pointer,
+    fill count) and the invariance EMA (`invariance`) are persistent parameters and buffers of this model, so the
+    training checkpoint (accelerate `save_state`) restores them exactly; the released encoder is `model.hdc`
+    (`HDCModel`). Every process enqueues the keys gathered from all processes, so the queues are identical
+    everywhere without a broadcast. A queue of any size works with any global batch: the FIFO wraps around
+    slot by slot, and a batch larger than the queue keeps its newest keys.
+
+    Batch norm in the key encoder [ours]: keys are normalised with the statistics of their own batch (the key
+    encoder runs in the model's mode); MoCo's shuffling BN across processes is not done.
+
+    Hooks: the training loop calls `after_optimizer_step()` after every optimizer step, which moves the momentum
+    copy towards the online weights (`m = config.momentum`).
+
+    Construction and `from_pretrained`: the momentum copy starts equal to the online backbone and heads; queues start
+    empty and the EMA at 1 (equal weights). `from_pretrained` of an `HDCForPreTraining` checkpoint restores all of
+    it; from an encoder checkpoint (`HDCModel`) the heads are new, the momentum copy equals the loaded encoder and
+    the new heads, the queues are empty and the EMA is 1.
+    """
+
+    def __init__(self, config: HDCConfig):
+        super().__init__(config)
+        self.hdc = HDCModel(config)
+        channels = {index + 1: info.num_channels for index, info in enumerate(self.hdc.feature_info)}
+        self.subtasks = tuple(
+            name for name, weight in zip(SUBTASKS, (config.spatial_weight, 1 - config.spatial_weight)) if weight > 0
+        )
+        self.heads = nn.ModuleDict(
+            {
+                _level_name(stage): nn.ModuleDict(
+                    {
+                        subtask: ProjectionMLP(
+                            channels[stage], channels[stage], config.projection_dim, batch_norm=False
+                        )
+                        for subtask in self.subtasks
+                    }
+                )
+                for stage in config.tap_stages
+            }
+        )
+        self.momentum_encoder = MomentumCopy(backbone=self.hdc.backbone, heads=self.heads)
+        self.queues = nn.ModuleDict(
+            {
+                _level_name(stage): nn.ModuleDict(
+                    {subtask: FeatureQueue(config.projection_dim, config.queue_size) for subtask in self.subtasks}
+                )
+                for stage in config.tap_stages
+            }
+        )
+        # EMA of each level's mean positive cosine, in tap_stages order; 1 = equal weights until measured.
+        self.register_buffer("invariance", torch.ones(len(config.tap_stages)))
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self:
+            # Children are initialised first, so the online weights (initialised or loaded) are final here.
+            self.momentum_encoder.copy_from_(backbone=self.hdc.backbone, heads=self.heads)
+            init.ones_(self.invariance)
+
+    # --- hooks of the training loop -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Move the momentum copy (backbone and heads) towards the online weights: `k <- m k + (1 - m) q`."""
+        self.momentum_encoder.update_(self.config.momentum, backbone=self.hdc.backbone, heads=self.heads)
+
+    # --- the objective --------------------------------------------------------------------------------------------
+
+    def current_level_weights(self) -> torch.Tensor:
+        """The level weights `w_l` (tap_stages order) that the next loss uses, without gradient."""
+        config = self.config
+        if config.invariance_weighting == "fixed":
+            return torch.tensor(config.fixed_level_weights, dtype=self.invariance.dtype, device=self.invariance.device)
+        measured = self.invariance.clamp_min(config.invariance_floor)
+        return measured * (len(config.tap_stages) / measured.sum())
+
+    def _contrast(self, level: str, subtask: str, queries: torch.Tensor, keys: torch.Tensor):
+        """InfoNCE of this process's queries `[n, D]` against [every process's keys; the queue]; returns the loss
+        and every process's keys `[N, D]` (for the queue)."""
+        all_keys = gather_no_grad(keys, assume_equal_sizes=True)
+        queue = self.queues[level][subtask]
+        n, total = queries.shape[0], all_keys.shape[0]
+        device = queries.device
+        candidates = torch.cat([all_keys, queue.queue.to(all_keys.dtype)])
+        own = rank() * n + torch.arange(n, device=device)
+        positive_mask = torch.zeros(n, total + queue.size, dtype=torch.bool, device=device)
+        positive_mask[torch.arange(n, device=device), own] = True
+        ignore_mask = torch.zeros_like(positive_mask)
+        ignore_mask[:, total:] = ~queue.valid_mask()  # empty slots
+        if not self.config.batch_negatives:
+            ignore_mask[:, :total] = ~positive_mask[:, :total]
+        loss = info_nce(queries, candidates, positive_mask, self.config.temperature, ignore_mask=ignore_mask)
+        return loss, all_keys
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HDCPreTrainingOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `[batch_size, 3, num_frames, num_channels, height, width]`):
+                The anchor, the spatial positive and the temporal positive of every video (the HDC view recipe).
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        if pixel_values.ndim != 6 or pixel_values.shape[1] != len(VIEWS):
+            raise ValueError(
+                "HDCForPreTraining takes `pixel_values` [batch, 3 views (anchor, spatial positive, temporal "
+                f"positive), frames, channels, height, width], got {tuple(pixel_values.shape)}."
+            )
+        encoded = self.hdc(pixel_values[:, 0], output_hidden_states=True, return_dict=True)
+
+        with torch.no_grad():
+            # The positives the active subtasks need, subtask-major: rows [s * B, (s + 1) * B) are subtask s.
+            positive_views = [1 + SUBTASKS.index(subtask) for subtask in self.subtasks]
+            positives = pixel_values[:, positive_views].transpose(0, 1).flatten(0, 1)
+            key_stages = self.momentum_encoder.backbone(clip_to_channels_first(positives))
+
+        terms, similarities, gathered = {}, [], {}
+        for stage in config.tap_stages:
+            level = _level_name(stage)
+            pooled = encoded.hidden_states[stage - 1].mean(dim=(2, 3, 4))
+            with torch.no_grad():
+                key_pooled = key_stages[stage - 1].mean(dim=(2, 3, 4)).chunk(len(self.subtasks))
+            level_similarity = []
+            for subtask, key_input in zip(self.subtasks, key_pooled):
+                queries = F.normalize(self.heads[level][subtask](pooled), dim=1)
+                with torch.no_grad():
+                    keys = F.normalize(self.momentum_encoder.heads[level][subtask](key_input), dim=1)
+                terms[f"{subtask}_loss_{level}"], gathered[level, subtask] = self._contrast(
+                    level, subtask, queries, keys
+                )
+                dtype = self.invariance.dtype  # float32 (float64 in a float64 model), also under autocast
+                level_similarity.append((queries.detach().to(dtype) * keys.to(dtype)).sum(dim=1))
+            similarities.append(torch.stack(level_similarity).mean(dim=0))  # [n] per level
+
+        with torch.no_grad():
+            # Every process's videos, so that the EMA (and the weights) agree everywhere.
+            positive_similarity = gather_no_grad(torch.stack(similarities, dim=1), assume_equal_sizes=True).mean(0)
+            if self.training:
+                self.invariance.lerp_(positive_similarity, 1 - config.invariance_momentum)
+            level_weights = self.current_level_weights()
+
+        total = 0.0
+        alpha = {"spatial": config.spatial_weight, "temporal": 1 - config.spatial_weight}
+        for weight, stage in zip(level_weights, config.tap_stages):
+            level = _level_name(stage)
+            level_loss = sum(alpha[subtask] * terms[f"{subtask}_loss_{level}"] for subtask in self.subtasks)
+            total = total + weight * level_loss
+
+        if self.training:
+            for (level, subtask), keys in gathered.items():
+                self.queues[level][subtask].enqueue(keys)
+
+        output = HDCPreTrainingOutput(
+            loss=total,
+            level_weights=level_weights,
+            positive_similarity=positive_similarity,
+            hidden_states=encoded.hidden_states if output_hidden_states else None,
+            **terms,
+        )
+        return output if return_dict else output.to_tuple()
+
+
 HDCConfig.register_for_auto_class()
 HDCModel.register_for_auto_class("AutoModel")
 HDCForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+HDCForPreTraining.register_for_auto_class("AutoModelForPreTraining")
