@@ -3,7 +3,10 @@
 * inference: ``MLFOModel`` (hf_vssl's R3D-18, torchvision layout) against a plain-PyTorch torchvision-layout R3D-18
   (``tests/torchvision_video_resnet.py``) loaded with the same weights;
 * training: one ``MLFOForPreTraining`` step (3 views per video, every term of the objective) against the plain
-  forward + backward of the same backbone on the same 3 clips per video, i.e. what the objective costs on top.
+  forward + backward of the same backbone on the same 3 clips per video, i.e. what the objective costs on top;
+  one ``HDCForPreTraining`` step (anchor through the online encoder with gradient, both positives through the momentum
+  encoder without, six queue contrasts, the momentum update) against the same 3-clip reference and against the bare
+  backbone work of that step (forward + backward on the anchor, forward without gradient on the positives).
 
     python benchmarks/model_throughput.py [--batch-size 4] [--frames 16] [--size 112] [--repeats 5] [--device cpu]
 
@@ -77,11 +80,40 @@ def main() -> None:
     backbone_s = timed(backbone_step, args.repeats, device)
     step_s = timed(pretraining_step, args.repeats, device)
 
+    # HDC on the same 3 clips per video (anchor, spatial and temporal positive): the online encoder trains on the
+    # anchors, the momentum encoder only encodes the positives; a second reference is that bare MoCo-shaped step.
+    hdc_config = hf_vssl.HDCConfig(backbone="r3d", num_frames=frames, image_size=size)
+    hdc = hf_vssl.HDCForPreTraining(hdc_config).to(device).train()
+    hdc_backbone, key_backbone = hdc.hdc.backbone, hdc.momentum_encoder.backbone
+
+    def moco_backbone_step():
+        hdc_backbone(views[:, 0].transpose(1, 2))[-1].mean().backward()
+        with torch.no_grad():
+            key_backbone(views[:, 1:].flatten(0, 1).transpose(1, 2))
+
+    def hdc_step():
+        hdc(views).loss.backward()
+        hdc.after_optimizer_step()
+
+    moco_s = timed(moco_backbone_step, args.repeats, device)
+    hdc_s = timed(hdc_step, args.repeats, device)
+
     rows = [
         ("inference: plain PyTorch R3D-18 (reference)", batch / plain_s, 1.0),
         ("inference: MLFOModel, same weights", batch / ours_s, plain_s / ours_s),
         ("training: backbone forward+backward, 3 clips/video (reference)", batch / backbone_s, 1.0),
         ("training: MLFOForPreTraining step, all terms", batch / step_s, backbone_s / step_s),
+        (
+            "training: HDCForPreTraining step (3 levels x 2 subtasks, queues, momentum update)",
+            batch / hdc_s,
+            backbone_s / hdc_s,
+        ),
+        (
+            "training: backbone fwd+bwd on the anchor, no-grad fwd on 2 positives (MoCo reference)",
+            batch / moco_s,
+            1.0,
+        ),
+        ("training: HDCForPreTraining step against the MoCo reference", batch / hdc_s, moco_s / hdc_s),
     ]
     print(f"device={device}, batch={batch} videos, clip={frames}x{size}x{size}, median of {args.repeats}\n")
     print("| run | videos/s | ratio to reference |\n|---|---:|---:|")

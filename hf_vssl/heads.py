@@ -276,7 +276,9 @@ class FeatureQueue(nn.Module):
         if module.queue.is_meta:
             return
         ptr, filled = int(module.ptr), int(module.filled)
-        if not (0 <= ptr < module.size and 0 <= filled <= module.size and (filled == module.size or ptr == filled)):
+        if not (
+            0 <= ptr < module.size and 0 <= filled <= module.size and (filled == module.size or ptr == filled)
+        ):
             raise ValueError(
                 f"{type(module).__name__} loaded an inconsistent state: ptr={ptr}, filled={filled} for size "
                 f"{module.size} (the pointer must lie in [0, size) and equal `filled` until the queue is full)."

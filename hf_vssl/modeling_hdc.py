@@ -57,9 +57,9 @@ class HDCPreTrainingOutput(ModelOutput):
         temporal_loss_stage1 ... temporal_loss_stage4: the temporal subtask's InfoNCE at each tapped stage.
         level_weights (`torch.FloatTensor` of shape `[num_levels]`): the weights `w_l` used for this loss, in the
             order of `config.tap_stages` (no gradient).
-        positive_similarity (`torch.FloatTensor` of shape `[num_levels]`): this batch's mean cosine between queries
-            and their positive keys at each level, over both subtasks and the videos of every process (what the
-            measured invariance averages).
+        positive_similarity (`torch.FloatTensor` of shape `[batch_size, num_levels]`): each video's cosine between
+            its queries and their positive keys at each level, averaged over the subtasks; the measured invariance
+            averages it over the videos of every process.
         hidden_states (`tuple(torch.FloatTensor)`): the online encoder's four stage outputs for the anchors, when
             asked.
     """
@@ -130,7 +130,9 @@ class HDCForPreTraining(HDCPreTrainedModel):
         self.hdc = HDCModel(config)
         channels = {index + 1: info.num_channels for index, info in enumerate(self.hdc.feature_info)}
         self.subtasks = tuple(
-            name for name, weight in zip(SUBTASKS, (config.spatial_weight, 1 - config.spatial_weight)) if weight > 0
+            name
+            for name, weight in zip(SUBTASKS, (config.spatial_weight, 1 - config.spatial_weight))
+            if weight > 0
         )
         self.heads = nn.ModuleDict(
             {
@@ -149,7 +151,10 @@ class HDCForPreTraining(HDCPreTrainedModel):
         self.queues = nn.ModuleDict(
             {
                 _level_name(stage): nn.ModuleDict(
-                    {subtask: FeatureQueue(config.projection_dim, config.queue_size) for subtask in self.subtasks}
+                    {
+                        subtask: FeatureQueue(config.projection_dim, config.queue_size)
+                        for subtask in self.subtasks
+                    }
                 )
                 for stage in config.tap_stages
             }
@@ -179,7 +184,9 @@ class HDCForPreTraining(HDCPreTrainedModel):
         """The level weights `w_l` (tap_stages order) that the next loss uses, without gradient."""
         config = self.config
         if config.invariance_weighting == "fixed":
-            return torch.tensor(config.fixed_level_weights, dtype=self.invariance.dtype, device=self.invariance.device)
+            return torch.tensor(
+                config.fixed_level_weights, dtype=self.invariance.dtype, device=self.invariance.device
+            )
         measured = self.invariance.clamp_min(config.invariance_floor)
         return measured * (len(config.tap_stages) / measured.sum())
 
@@ -250,10 +257,11 @@ class HDCForPreTraining(HDCPreTrainedModel):
             similarities.append(torch.stack(level_similarity).mean(dim=0))  # [n] per level
 
         with torch.no_grad():
-            # Every process's videos, so that the EMA (and the weights) agree everywhere.
-            positive_similarity = gather_no_grad(torch.stack(similarities, dim=1), assume_equal_sizes=True).mean(0)
+            positive_similarity = torch.stack(similarities, dim=1)  # [n, levels]
             if self.training:
-                self.invariance.lerp_(positive_similarity, 1 - config.invariance_momentum)
+                # The mean over every process's videos, so that the EMA (and the weights) agree everywhere.
+                batch_mean = gather_no_grad(positive_similarity, assume_equal_sizes=True).mean(0)
+                self.invariance.lerp_(batch_mean, 1 - config.invariance_momentum)
             level_weights = self.current_level_weights()
 
         total = 0.0

@@ -73,6 +73,9 @@ class VideoSSLCommonTests(ModelTesterMixin):
     backbone: str
     # Small pretraining heads (and the clip length the method's objective needs).
     config_overrides: dict = {}
+    # Clips per video whose stage outputs the pretraining model returns as `hidden_states` (all its views by
+    # default; a momentum-encoder method returns its online encoder's clips only).
+    pretraining_hidden_clips_per_video: int = 3
     # A CNN encoder: no attention, no token embeddings, no generation.
     has_attentions = False
     test_resize_embeddings = False
@@ -134,7 +137,9 @@ class VideoSSLCommonTests(ModelTesterMixin):
             hidden_states = outputs.hidden_states
             self.assertEqual(len(hidden_states), 4)
             # A pretraining model encodes every view of every video.
-            clips = self.model_tester.batch_size * (3 if self._is_pretraining(model_class) else 1)
+            clips = self.model_tester.batch_size * (
+                self.pretraining_hidden_clips_per_video if self._is_pretraining(model_class) else 1
+            )
             for state, info in zip(hidden_states, model.base_model.feature_info):
                 t, h, w = info.stride
                 expected = [clips, info.num_channels, frames // t, -(-size // h), -(-size // w)]
@@ -154,3 +159,5 @@ class CtrlAugCommonTest(VideoSSLCommonTests, unittest.TestCase):
 
 class HDCCommonTest(VideoSSLCommonTests, unittest.TestCase):
     method, backbone = "hdc", "r3d"
+    config_overrides = dict(projection_dim=16, queue_size=8)
+    pretraining_hidden_clips_per_video = 1  # the anchors, through the online encoder
