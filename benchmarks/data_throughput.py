@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from hf_vssl.data.loader import build_view_dataloader  # noqa: E402
 from hf_vssl.data.recipes import CtrlAugViews, HDCViews, MLFOViews  # noqa: E402
-from hf_vssl.data.views import apply_views, sample_rng  # noqa: E402
+from hf_vssl.data.rendering import apply_views  # noqa: E402
+from hf_vssl.data.sampling import sample_rng  # noqa: E402
 from hf_vssl.video_decoding import VideoReader  # noqa: E402
 
 RECIPES = {"mlfo": MLFOViews, "ctrlaug": CtrlAugViews, "hdc": HDCViews}

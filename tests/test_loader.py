@@ -8,7 +8,7 @@ import torch
 
 from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
 from hf_vssl.data.recipes import MLFOViews
-from hf_vssl.data.views import apply_views
+from hf_vssl.data.rendering import apply_views
 
 from .video_factory import index_frames, write_bad_files, write_video
 

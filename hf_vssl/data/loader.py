@@ -31,15 +31,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..video_decoding import SkippedVideos, VideoDecodeError, VideoReader
-from .views import (
-    STAGE1_ONLY_KEYS,
-    ViewRecipe,
-    apply_views,
-    collate_views,
-    empty_batch,
-    sample_rng,
-    sample_views,
-)
+from .batches import collate_views, empty_batch
+from .plans import ViewRecipe, sample_views
+from .rendering import STAGE1_ONLY_KEYS, apply_views
+from .sampling import sample_rng
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +42,7 @@ __all__ = ["ViewCollator", "VideoViewDataset", "build_view_dataloader", "collate
 
 
 class VideoViewDataset(IterableDataset):
-    """Streams stage-1 view samples (:func:`~hf_vssl.data.views.sample_views`, plus ``labels``) from a source.
+    """Streams stage-1 view samples (:func:`~hf_vssl.data.plans.sample_views`, plus ``labels``) from a source.
 
     Args:
         source: an iterable of examples ``{"video": ..., "label": ..., "key": ...}`` where ``video`` is anything
@@ -240,7 +235,7 @@ def build_view_dataloader(
 
     Batches hold only tensors (plus ``keys`` with ``return_keys``), so accelerate can dispatch them. The
     dataset is ``loader.dataset`` (call its ``set_epoch`` every epoch). Without ``augment_in_workers`` apply
-    :func:`~hf_vssl.data.views.apply_views` to each batch on the training device.
+    :func:`~hf_vssl.data.rendering.apply_views` to each batch on the training device.
 
     Args:
         device: the device the batches are for. It sets the defaults of the next two arguments: a CPU
