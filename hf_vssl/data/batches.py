@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SharedBatch", "collate_views", "empty_batch"]
+__all__ = ["SharedBatch", "batch_to_device", "collate_views", "empty_batch"]
 
 
 def collate_views(samples: list[dict[str, Any]], shared: bool | None = None) -> dict[str, Any]:
@@ -131,3 +131,10 @@ def _rebuild_shared_batch(block: torch.Tensor, entries: list[tuple[str, Any, Any
         name: value if spec is None else views[name] if name == largest else views[name].clone()
         for name, spec, value in entries
     }
+
+
+def batch_to_device(batch: dict[str, Any], device: torch.device | str | None) -> dict[str, Any]:
+    """``batch`` with its tensors on ``device`` (asynchronously when they are pinned); ``None`` leaves it as is."""
+    if device is None:
+        return batch
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from .batches import batch_to_device
 from .color import apply_fused_color, fused_color_maps, fused_color_workspace, gaussian_blur, render_color
 from .sampling import COLOR_KEYS
 
@@ -36,8 +37,9 @@ def apply_views(
     """Stage 2: render every view of a collated stage-1 batch on the batch's device (or on ``device``).
 
     Args:
-        batch: output of :func:`~hf_vssl.data.batches.collate_views` (tensors on any device); ``frames`` ``uint8 [B, S, Hc, Wc, 3]``.
-            A batch that already holds ``pixel_values`` (rendered in the workers) is returned unchanged.
+        batch: a stage-1 batch from :func:`~hf_vssl.data.batches.collate_views` (tensors on any device);
+            ``frames`` ``uint8 [B, S, Hc, Wc, 3]``. A batch the DataLoader workers rendered already is refused:
+            where stage 2 runs is :func:`~hf_vssl.data.loader.stage2_placement`'s decision, not guessed here.
         recipe: supplies ``output_size``, ``mean``/``std``, ``color_mode``, ``gray_before_jitter``,
             ``antialias``.
         out: optional ``float32 [B, V, T, 3, H, W]`` buffer for ``pixel_values`` (e.g. in shared memory).
@@ -49,10 +51,12 @@ def apply_views(
         ``[B, V, T]``, ``crop_boxes`` ``[B, V, 4]`` (source pixels), ``flips`` ``[B, V]``, colour parameters
         ``[B, V, T]`` (``jitter_order`` ``[B, V, T, 4]``), ``labels``, recipe extras.
     """
-    if device is not None:
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if "pixel_values" in batch:
-        return batch
+    if "frames" not in batch:
+        raise ValueError(
+            f"apply_views renders stage-1 batches (with 'frames'); this one holds {sorted(batch)}. A batch "
+            "rendered in the DataLoader workers is finished by its loader's Stage2Placement.finish instead."
+        )
+    batch = batch_to_device(batch, device)
     frames, slots = batch["frames"], batch["frame_slots"]
     B, V, T = slots.shape
     size = (int(recipe.output_size[0]), int(recipe.output_size[1]))
