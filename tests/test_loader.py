@@ -1,14 +1,17 @@
 """Data loader over the view engine: bad-file policy, skip counting, determinism, epochs, worker rendering."""
 
 import logging
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
+from hf_vssl.data.inputs import SkippedVideos
 from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, skipped_in_batch, stage2_placement
 from hf_vssl.data.recipes import MLFOViews
 from hf_vssl.data.rendering import apply_views
+from hf_vssl.video_decoding import VideoDecodeError
 
 from .video_factory import index_frames, write_bad_files, write_video
 
@@ -96,6 +99,53 @@ def test_empty_source_raises():
 def test_missing_video_column_is_a_clear_error(files):
     with pytest.raises(KeyError, match="video_column"):
         list(VideoViewDataset([{"mp4": str(files["good"][0])}], recipe()))
+
+
+def test_remote_paths_are_read_by_the_data_engine(files):
+    """A remote path (any fsspec URL, as a streaming Hub dataset's ``hf://``) is fetched into memory before the
+    decoder sees it; one that cannot be read is skipped like any unreadable video."""
+    import fsspec
+
+    url = "memory://hf_vssl_test_loader/good_0.mp4"
+    with fsspec.open(url, "wb") as handle:
+        handle.write(files["good"][0].read_bytes())
+    remote = [
+        {"video": {"bytes": None, "path": url}, "label": 0, "key": files["good"][0].stem},
+        {"video": {"bytes": None, "path": url + ".missing"}, "label": 1, "key": "missing"},
+    ]
+    local = VideoViewDataset(examples(files["good"][:1]), recipe())
+    dataset = VideoViewDataset(remote, recipe())
+    (sample,) = list(dataset)
+    (expected,) = list(local)
+    assert np.array_equal(sample["frames"], expected["frames"]) and int(sample["num_skipped"]) == 1
+    assert dict(dataset.skipped.by_reason) == {"cannot open": 1}
+
+
+def test_skipped_videos_counts_and_warns_once_per_file(caplog):
+    skipped = SkippedVideos()
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.inputs"):
+        skipped.record("a.mp4", "truncated")
+        skipped.record("a.mp4", "truncated")
+        skipped.record(VideoDecodeError("b.mp4", "cannot open", "bad header"))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "a.mp4" in warnings[0] and "truncated" in warnings[0]
+    assert "b.mp4" in warnings[1] and "bad header" in warnings[1]
+    assert skipped.count == 3
+    assert skipped.by_reason == {"truncated": 2, "cannot open": 1}
+
+    restored = SkippedVideos()
+    restored.load_state_dict(pickle.loads(pickle.dumps(skipped.state_dict())))
+    assert (restored.count, restored.by_reason) == (3, skipped.by_reason)
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.inputs"):
+        caplog.clear()
+        restored.record("a.mp4", "truncated")  # already warned before the checkpoint
+    assert not caplog.records and restored.count == 4
+
+    total = SkippedVideos()
+    total.merge(skipped)
+    total.merge(restored.state_dict())
+    assert total.count == 7 and total.by_reason["truncated"] == 5
 
 
 # ----------------------------------------------------------------------------------------------------------

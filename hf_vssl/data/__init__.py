@@ -3,8 +3,9 @@
 Decoding itself is :mod:`hf_vssl.video_decoding` (shared with the processors that travel with checkpoints).
 """
 
-from ..video_decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+from ..video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames
 from .batches import collate_views
+from .inputs import SkippedVideos
 from .loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
 from .plans import ViewRecipe
 from .recipes import RECIPES, ClipViews, CtrlAugViews, EvalViews, HDCViews, MLFOViews, build_recipe

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..video_decoding import SkippedVideos, VideoDecodeError, VideoReader
+from ..video_decoding import VideoDecodeError, VideoReader
 from .batches import batch_to_device, collate_views, empty_batch
+from .inputs import SkippedVideos, fetch_remote_video
 from .plans import ViewRecipe, sample_views
 from .rendering import STAGE1_ONLY_KEYS, apply_views
 from .sampling import sample_rng
@@ -211,7 +212,7 @@ class VideoViewDataset(IterableDataset):
 
     def _make_sample(self, video: Any, label: Any, key: str, name: str) -> dict[str, Any]:
         rng = sample_rng(self.seed, self.epoch, key)
-        with VideoReader(video, name=name) as reader:
+        with VideoReader(fetch_remote_video(video, name), name=name) as reader:
             sample = sample_views(reader, self.recipe, rng)
         sample["labels"] = np.array(-1 if label is None else int(label), dtype=np.int64)
         if self.return_keys:
