@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoding import encode_video
+
 __all__ = [
     "MOTION_CLASSES",
     "SHAPES",
@@ -203,9 +205,7 @@ def _check_args(classes: Sequence[str] | None, size: tuple[int, int], codec: str
 
 
 def _encode(frames: np.ndarray, fps: int, codec: str, gop: int) -> bytes:
-    from .prepare import encode_frames
-
-    return encode_frames(iter(frames), frames.shape[1:3], fps, codec=codec, gop=gop, crf=20)
+    return encode_video(frames, fps=fps, codec=codec, gop=gop, crf=20, preset="fast")
 
 
 def _manifest_matches(path: Path, params: dict, files: list[Path]) -> bool:
