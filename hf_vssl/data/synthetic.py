@@ -35,6 +35,7 @@ from .encoding import encode_video
 __all__ = [
     "MOTION_CLASSES",
     "SHAPES",
+    "object_track",
     "render_motion_video",
     "synthetic_video_frames",
     "write_synthetic_videos",
@@ -96,7 +97,7 @@ def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _object_track(
+def object_track(
     motion: str, rng: np.random.Generator, num_frames: int, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame ``(centre_x, centre_y, angle, scale)`` of one object, each ``float32 [T]``."""
@@ -156,7 +157,7 @@ def render_motion_video(
         radius = rng.uniform(0.12, 0.18) * min(height, width)  # half of the long axis, pixels
         if motion in ("grow", "shrink"):
             radius *= 0.8
-        centre_x, centre_y, angle, scale = _object_track(motion, rng, num_frames, height, width)
+        centre_x, centre_y, angle, scale = object_track(motion, rng, num_frames, height, width)
         # offsets from the centre on a torus, so objects leaving one side re-enter on the other: [T, H, W]
         dx = (xs - centre_x[:, None, None] + width / 2) % width - width / 2
         dy = (ys - centre_y[:, None, None] + height / 2) % height - height / 2
