@@ -482,3 +482,19 @@ def test_resize_filter_is_bilinear(tmp_path):
         for name, pil_filter in (("bilinear", Image.BILINEAR), ("nearest", Image.NEAREST))
     }
     assert errors["bilinear"] < 10 < 3 * errors["bilinear"] < errors["nearest"], errors
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_iter_frames_yields_every_frame_in_order(long_videos, codec, bad_files):
+    with VideoReader(long_videos[codec]) as reader:
+        frames = list(reader.iter_frames())
+        assert read_index(np.stack(frames)).tolist() == list(range(LONG_FRAMES))
+        small = next(iter(reader.iter_frames(size=(24, 32))))
+        assert small.shape == (24, 32, 3) and read_index(small[None]).tolist() == [0]
+    # a truncated file is refused before its first frame, so a re-encoded copy is never cut short silently
+    with VideoReader(bad_files["truncated"]) as reader:
+        seen = []
+        with pytest.raises(VideoDecodeError, match="truncated"):
+            for frame in reader.iter_frames():
+                seen.append(frame)
+        assert seen == []
