@@ -1,7 +1,6 @@
 """Frame-exact PyAV decoding (hf_vssl.video_decoding) on real encoded files."""
 
 import io
-import logging
 import os
 import pickle
 from fractions import Fraction
@@ -11,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from hf_vssl.video_decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+from hf_vssl.video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames
 
 from .video_factory import (
     CODECS,
@@ -271,6 +270,14 @@ def test_every_input_kind_gives_the_same_frames(long_videos):
         np.testing.assert_array_equal(read_frames(src, indices), expected, err_msg=kind)
 
 
+def test_urls_go_to_ffmpeg_and_fail_as_unopenable():
+    """The decoder reads no remote files itself (the data engine fetches ``hf://`` paths): a URL goes to FFmpeg,
+    and one whose protocol FFmpeg lacks is a video that cannot be opened, named by its URL."""
+    with pytest.raises(VideoDecodeError, match="hf://datasets/org/set/clip.mp4") as info:
+        VideoReader("hf://datasets/org/set/clip.mp4")
+    assert info.value.reason == "cannot open"
+
+
 def test_one_frame_video(tmp_path):
     with VideoReader(write_one_frame_video(tmp_path / "one.mp4")) as reader:
         assert reader.info.num_frames == 1
@@ -381,36 +388,6 @@ def test_threaded_decoding_gives_identical_frames(long_videos, thread_type):
         expected = reader.get_frames(indices)
     with VideoReader(long_videos["libx264"], thread_type=thread_type, thread_count=2) as reader:
         np.testing.assert_array_equal(reader.get_frames(indices), expected)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# skip counter
-# ----------------------------------------------------------------------------------------------------------
-def test_skipped_videos_counts_and_warns_once_per_file(caplog):
-    skipped = SkippedVideos()
-    with caplog.at_level(logging.WARNING, logger="hf_vssl.video_decoding"):
-        skipped.record("a.mp4", "truncated")
-        skipped.record("a.mp4", "truncated")
-        skipped.record(VideoDecodeError("b.mp4", "cannot open", "bad header"))
-    warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2
-    assert "a.mp4" in warnings[0] and "truncated" in warnings[0]
-    assert "b.mp4" in warnings[1] and "bad header" in warnings[1]
-    assert skipped.count == 3
-    assert skipped.by_reason == {"truncated": 2, "cannot open": 1}
-
-    restored = SkippedVideos()
-    restored.load_state_dict(pickle.loads(pickle.dumps(skipped.state_dict())))
-    assert (restored.count, restored.by_reason) == (3, skipped.by_reason)
-    with caplog.at_level(logging.WARNING, logger="hf_vssl.video_decoding"):
-        caplog.clear()
-        restored.record("a.mp4", "truncated")  # already warned before the checkpoint
-    assert not caplog.records and restored.count == 4
-
-    total = SkippedVideos()
-    total.merge(skipped)
-    total.merge(restored.state_dict())
-    assert total.count == 7 and total.by_reason["truncated"] == 5
 
 
 def test_vfr_timestamps_helper_is_strictly_increasing():
