@@ -39,11 +39,9 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from hf_vssl.data.encoding import encode_video  # noqa: E402
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement  # noqa: E402
-from hf_vssl.data.recipes import CtrlAugViews, HDCViews, MLFOViews  # noqa: E402
 from hf_vssl.data.sampling import sample_rng  # noqa: E402
+from hf_vssl.methods import METHODS  # noqa: E402
 from hf_vssl.video_decoding import VideoReader  # noqa: E402
-
-RECIPES = {"mlfo": MLFOViews, "ctrlaug": CtrlAugViews, "hdc": HDCViews}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = []
     for name in args.recipes.split(","):
-        recipe = RECIPES[name](output_size=(args.output_size, args.output_size))
+        recipe = METHODS[name].recipe_class()(output_size=(args.output_size, args.output_size))
         indices = recipe_decode_indices(recipe, paths, seed=0)
         workers = dict(num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
         in_main, in_workers = stage2_placement(device, in_workers=False), stage2_placement(in_workers=True)

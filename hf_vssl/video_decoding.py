@@ -387,7 +387,10 @@ class VideoReader:
         return out
 
     def iter_frames(self, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Yield every frame in presentation order as ``uint8`` ``[H, W, 3]`` (for re-encoding whole videos)."""
+        """Yield every frame in presentation order as ``uint8`` ``[H, W, 3]`` (for re-encoding whole videos).
+
+        A truncated file raises `VideoDecodeError` before the first frame, so no copy of it is cut short silently.
+        """
         out_h, out_w = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
         buffer = np.empty((1, out_h, out_w, 3), dtype=np.uint8)
         with self._av_errors_as("decode failed"):

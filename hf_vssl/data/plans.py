@@ -16,7 +16,8 @@ video (CPU, DataLoader workers) while pixel work is best done batched on whateve
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import difflib
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from ..video_decoding import VideoDecodeError, VideoInfo, VideoReader
 from .color import COLOR_MODES, IMAGENET_MEAN, IMAGENET_STD
 from .rendering import apply_views
-from .sampling import FrameGeometry
+from .sampling import ColorSpec, CropSpec, FrameGeometry
 
 __all__ = ["VideoTooShortError", "ViewPlan", "ViewRecipe", "sample_views"]
 
@@ -147,6 +148,33 @@ class ViewRecipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data description of the recipe (for logs and resolved configs)."""
         return {"recipe": type(self).__name__, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ViewRecipe:
+        """The recipe from plain data (a YAML config's ``recipe`` mapping): lists become tuples, mappings become
+        the ``CropSpec`` / ``ColorSpec`` their field holds; an unknown key is an error that suggests a name."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"{cls.__name__} has no field {key!r}{hint}")
+            spec = next((s for s in (CropSpec, ColorSpec) if s.__name__ in str(known[key].type)), None)
+            if isinstance(value, dict) and spec is not None:
+                value = spec(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> ViewRecipe:
+        """The recipe sized like a model config (``num_frames`` per clip, ``image_size`` crops), with overrides."""
+        sized: dict[str, Any] = {"output_size": (config.image_size, config.image_size)}
+        if "clip_length" in {f.name for f in fields(cls)}:
+            sized["clip_length"] = config.num_frames
+        return cls.from_dict({**sized, **overrides})
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """One accelerate pretraining loop for every hf_vssl method.
 
-The loop knows no method: it builds ``METHODS[args.method].pretraining`` from ``args.model`` and the view recipe of
-the same name from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
+The loop knows no method: it builds the pretraining model of ``args.method``'s table entry (``hf_vssl.methods``)
+from ``args.model`` and its view recipe from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
 the model's ``set_epoch(epoch)``, ``before_optimizer_step()`` (after the gradients are complete, before clipping)
 and ``after_optimizer_step()`` hooks when it has them.
 
@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 import hf_vssl
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
-from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import load_video_source, split_source_for_process
 from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
 from hf_vssl.evaluation.suite import nest_results
+from hf_vssl.methods import get_method
 
 from .arguments import PretrainArguments, parse_arguments, save_arguments
 from .tracking import build_trackers
@@ -60,22 +60,13 @@ class LoopState:
 
 
 def build_model(args: PretrainArguments):
-    classes = hf_vssl.METHODS.get(args.method)
-    if classes is None:
-        raise ValueError(f"Unknown method {args.method!r}; choose one of {sorted(hf_vssl.METHODS)}.")
-    if classes.pretraining is None:
-        raise NotImplementedError(f"{args.method} has no pretraining model in this version of hf_vssl.")
-    return classes.pretraining(classes.config(**args.model))
+    """The method's pretraining model, from its table entry and the run's `model` values."""
+    return get_method(args.method).build_pretraining_model(**args.model)
 
 
 def build_method_recipe(args: PretrainArguments, config):
-    """The method's view recipe, sized like the model unless the config says otherwise."""
-    recipe_args = dict(args.recipe)
-    names = {f.name for f in dataclasses.fields(type(build_recipe(args.method)))}
-    if "clip_length" in names:
-        recipe_args.setdefault("clip_length", config.num_frames)
-    recipe_args.setdefault("output_size", (config.image_size, config.image_size))
-    return build_recipe(args.method, **recipe_args)
+    """The method's view recipe, sized like the model unless the run's `recipe` values say otherwise."""
+    return get_method(args.method).build_recipe(config, **args.recipe)
 
 
 def prepare_output_dir(args: PretrainArguments, accelerator: Accelerator) -> Path:
