@@ -12,27 +12,33 @@ Typical use::
 All metrics are fractions in ``[0, 1]``.
 """
 
+from .classifier import multi_view_accuracy
 from .features import VideoFeatures, aggregate_by_video, encode_clips, extract_features, pooled_output
 from .linear_probe import LinearProbeClassifier, linear_probe, train_linear_probe
 from .metrics import class_indices, recall_at_k, topk_accuracy
+from .results import EvalRecord, EvalResults, describe_views
 from .retrieval import RETRIEVAL_KS, center_and_normalize, cosine_topk, knn_classify, retrieval_recall
 from .suite import PROTOCOLS, evaluate_features, format_results_table, nest_results
 
 __all__ = [
     "PROTOCOLS",
     "RETRIEVAL_KS",
+    "EvalRecord",
+    "EvalResults",
     "LinearProbeClassifier",
     "VideoFeatures",
     "aggregate_by_video",
     "center_and_normalize",
     "class_indices",
     "cosine_topk",
+    "describe_views",
     "encode_clips",
     "evaluate_features",
     "extract_features",
     "format_results_table",
     "knn_classify",
     "linear_probe",
+    "multi_view_accuracy",
     "nest_results",
     "pooled_output",
     "recall_at_k",

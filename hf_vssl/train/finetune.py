@@ -22,6 +22,7 @@ from transformers import AutoModelForVideoClassification
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
+from hf_vssl.evaluation.classifier import multi_view_accuracy
 from hf_vssl.evaluation.runner import evaluation_recipe
 
 from .arguments import check_local_path, parse_arguments, save_arguments
@@ -66,23 +67,6 @@ class FinetuneArguments:
 
     def to_dict(self):
         return dict(vars(self))
-
-
-def multi_view_accuracy(model, loader, recipe, device) -> float:
-    """Top-1 accuracy with the softmax averaged over every clip and crop of a video."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for batch in loader:
-            batch = recipe.apply(batch, device=device)
-            pixel_values, labels = batch["pixel_values"], batch["labels"]
-            videos, views = pixel_values.shape[:2]
-            logits = model(pixel_values.flatten(0, 1)).logits.float()
-            probabilities = logits.softmax(dim=-1).view(videos, views, -1).mean(dim=1)
-            correct += int((probabilities.argmax(dim=-1) == labels).sum())
-            total += videos
-    model.train()
-    return correct / max(total, 1)
 
 
 def finetune(args: FinetuneArguments) -> Path:
