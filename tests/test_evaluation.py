@@ -24,7 +24,6 @@ from hf_vssl.evaluation import (
     knn_classify,
     linear_probe,
     multi_view_accuracy,
-    nest_results,
     recall_at_k,
     retrieval_recall,
     topk_accuracy,
@@ -372,20 +371,6 @@ def test_evaluate_features_keys_and_table():
     ]
     with pytest.raises(ValueError, match="empty"):
         format_results_table({})
-    assert nest_results({"knn/top1": 0.25, "retrieval/R@1": 0.5, "retrieval/R@5": 0.75}) == {
-        "knn": {"top1": 25.0},
-        "retrieval": {"R@1": 50.0, "R@5": 75.0},
-    }
-    with pytest.raises(ValueError, match="'top1' is not of the form"):
-        nest_results({"top1": 0.5})
-
-
-def test_nested_results_are_accepted_by_the_hub_card_code():
-    hub = pytest.importorskip("hf_vssl.hub")
-    records = hub.parse_eval_results(
-        {"dataset": "ucf101", "split": "test", **nest_results({"knn/top1": 0.25})}
-    )
-    assert [(r.protocol, r.metric, r.value) for r in records] == [("knn", "top1", 25.0)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
 from hf_vssl.evaluation.classifier import multi_view_accuracy
+from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluation_recipe
 
 from .arguments import RUN_CONFIG, check_local_path, parse_arguments, save_arguments
@@ -152,11 +153,12 @@ def finetune(args: FinetuneArguments) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, accelerator.device)
         print(f"Fine-tuned top-1 accuracy on {args.validation_dir}: {100 * accuracy:.1f}%")
-        results = {
-            "dataset": args.validation_dir,
-            "split": "validation",
-            "finetune": {f"top1 ({args.num_test_clips} clips x {args.test_crops} crops)": 100 * accuracy},
-        }
+        results = EvalResults.from_metrics(
+            {"finetune/top1": accuracy},
+            dataset=args.validation_dir,
+            split="validation",
+            measured_with=describe_views(args.num_test_clips, args.test_crops),
+        )
         hub_id = "/" in args.model_name_or_path and not Path(args.model_name_or_path).exists()
         save_release(
             unwrapped,

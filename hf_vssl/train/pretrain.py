@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.sources import load_video_source, split_source_for_process
+from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
-from hf_vssl.evaluation.suite import nest_results
 from hf_vssl.methods import get_method
 
 from .arguments import RUN_CONFIG, PretrainArguments, parse_arguments, save_arguments
@@ -319,7 +319,7 @@ def train(args: PretrainArguments) -> Path:
             and state.epoch % args.knn_monitor_epochs == 0
         ):
             results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn",))
-            accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
+            accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
         if total_steps is None and state.epoch >= args.num_train_epochs:
             finished = True
 
@@ -329,41 +329,42 @@ def train(args: PretrainArguments) -> Path:
     progress.close()
     if sample_keys is not None:
         sample_keys.close()
-    eval_results = None
+    results = None
     if args.validation_dir:
         results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn", "retrieval"))
-        accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
-        eval_results = {"dataset": args.validation_dir, "split": "validation", **nest_results(results)}
+        accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
     if accelerator.is_main_process:
         save_release(
-            unwrapped.base_model,
-            output_dir,
-            args,
-            eval_results,
-            dataset_name=args.dataset_name or args.train_dir,
+            unwrapped.base_model, output_dir, args, results, dataset_name=args.dataset_name or args.train_dir
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir / "final"
 
 
-def evaluate_on_validation(args, accelerator, model, protocols) -> dict[str, float]:
-    """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory."""
-    results = evaluate_encoder(
+def evaluate_on_validation(args, accelerator, model, protocols, num_clips: int = 2) -> EvalResults:
+    """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory
+    (on the main process; the others get no records)."""
+    metrics = evaluate_encoder(
         model.base_model,
         args.train_dir or args.dataset_name,
         args.validation_dir,
         protocols=protocols,
         num_frames=model.config.num_frames,
         image_size=model.config.image_size,
-        num_clips=2,
+        num_clips=num_clips,
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         train_split=args.dataset_split,
         accelerator=accelerator,
     )
     model.train()
-    return results
+    return EvalResults.from_metrics(
+        metrics,
+        dataset=args.validation_dir,
+        split="validation",
+        measured_with=describe_views(num_clips, "center"),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,9 @@
 """The end of every training script: a Hub-ready folder with the model, its processors, its run and its card."""
 
-import json
 from pathlib import Path
 
 import hf_vssl
+from hf_vssl.evaluation.results import EvalResults
 from hf_vssl.hub import push_folder, write_model_card
 
 from .arguments import RUN_CONFIG, save_arguments
@@ -26,7 +26,7 @@ def save_release(
     model,
     output_dir: str | Path,
     args,
-    results: dict | None = None,
+    results: EvalResults | None = None,
     *,
     dataset_name: str | None = None,
     base_model: str | None = None,
@@ -53,7 +53,7 @@ def save_release(
     save_processors(model.config, final_dir)
     save_arguments(args, final_dir / RUN_CONFIG)
     if results is not None:
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        results.save(output_dir / RESULTS_FILE)
     write_model_card(
         final_dir,
         model_id=args.hub_model_id or output_dir.name,
