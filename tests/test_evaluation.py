@@ -469,8 +469,10 @@ class _ViewLogits(nn.Module):
         return SimpleNamespace(logits=pixel_values.flatten(1)[:, :3])
 
 
-class _IdentityRecipe:
-    def apply(self, batch, device=None):
+class _FinishedPlacement:
+    """Batches that are already rendered: `finish` hands them on."""
+
+    def finish(self, batch, recipe):
         return batch
 
 
@@ -488,10 +490,10 @@ def test_multi_view_accuracy_averages_the_softmax_over_views():
     )  # [B, V, T, C, H, W]
     batches = [{"pixel_values": pixel_values, "labels": torch.tensor([2, 1])}]
     model = _ViewLogits().train()
-    assert multi_view_accuracy(model, batches, _IdentityRecipe(), "cpu") == 1.0
+    assert multi_view_accuracy(model, batches, None, _FinishedPlacement()) == 1.0
     assert model.training
     wrong = [{"pixel_values": pixel_values, "labels": torch.tensor([0, 1])}]
-    assert multi_view_accuracy(model, wrong, _IdentityRecipe(), "cpu") == 0.5
+    assert multi_view_accuracy(model, wrong, None, _FinishedPlacement()) == 0.5
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,23 +15,12 @@ import torch
 import torch.nn.functional as F
 
 import hf_vssl
+from hf_vssl.data.batches import SharedBatch, collate_views
+from hf_vssl.data.color import IMAGENET_MEAN, IMAGENET_STD, gaussian_blur, render_color
+from hf_vssl.data.plans import sample_views
 from hf_vssl.data.recipes import ClipViews, CtrlAugViews, EvalViews, HDCViews, MLFOViews, build_recipe
-from hf_vssl.data.views import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ColorSpec,
-    CropSpec,
-    SharedBatch,
-    apply_views,
-    collate_views,
-    gaussian_blur,
-    render_color,
-    resample_views,
-    sample_color_params,
-    sample_crop_box,
-    sample_rng,
-    sample_views,
-)
+from hf_vssl.data.rendering import apply_views, resample_views
+from hf_vssl.data.sampling import ColorSpec, CropSpec, sample_color_params, sample_crop_box, sample_rng
 from hf_vssl.video_decoding import VideoDecodeError, VideoReader
 
 from .video_factory import index_frames, read_index, write_video

@@ -16,7 +16,8 @@ from huggingface_hub.dataclasses import strict
 from transformers.modeling_outputs import ModelOutput
 
 from hf_vssl import CardInfo, MethodSpec, VideoSSLConfig, register_method
-from hf_vssl.data.views import ViewPlan, ViewRecipe, sample_color_params, sample_crop_box
+from hf_vssl.data.plans import ViewPlan, ViewRecipe
+from hf_vssl.data.sampling import sample_color_params, sample_crop_box
 from hf_vssl.losses import info_nce
 from hf_vssl.modeling_vssl import VideoSSLEncoder, VideoSSLForVideoClassification, VideoSSLPreTrainedModel
 

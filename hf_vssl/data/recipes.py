@@ -26,16 +26,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..video_decoding import VideoInfo
-from .views import (
-    ColorSpec,
-    CropSpec,
-    FrameGeometry,
-    ViewPlan,
-    ViewRecipe,
-    box_coverage,
-    sample_color_params,
-    sample_crop_box,
-)
+from .plans import ViewPlan, ViewRecipe
+from .sampling import ColorSpec, CropSpec, FrameGeometry, box_coverage, sample_color_params, sample_crop_box
 
 __all__ = ["RECIPES", "ClipViews", "CtrlAugViews", "EvalViews", "HDCViews", "MLFOViews", "build_recipe"]
 

@@ -6,9 +6,10 @@ the model's ``set_epoch(epoch)``, ``before_optimizer_step()`` (after the gradien
 and ``after_optimizer_step()`` hooks when it has them.
 
 Data stream from a ``datasets`` source, split once per process (never also by accelerate), decoded in DataLoader
-workers (stage 1 of the view engine) and augmented batched on the training device (stage 2). Checkpoints are
-accelerate ``save_state`` folders plus the loop's counters; resuming replays the interrupted epoch's sample
-order, so a resumed run reaches the same weights as an uninterrupted one.
+workers (stage 1 of the view engine) and augmented batched (stage 2) where ``stage2_placement`` puts it: in the
+workers for a CPU run, on the GPU otherwise. Checkpoints are accelerate ``save_state`` folders plus the loop's
+counters; resuming replays the interrupted epoch's sample order, so a resumed run reaches the same weights as an
+uninterrupted one.
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from hf_vssl.data.loader import build_view_dataloader
+from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.sources import load_video_source, split_source_for_process
 from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
@@ -157,13 +158,14 @@ def train(args: PretrainArguments) -> Path:
         source = source.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
     # Split here, once; the DataLoader is not passed to accelerate.prepare, which would split it a second time.
     source = split_source_for_process(source, accelerator.process_index, accelerator.num_processes)
+    placement = stage2_placement(accelerator.device)
     loader = build_view_dataloader(
         source,
         recipe,
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         seed=args.seed,
-        device=accelerator.device,
+        placement=placement,
         return_keys=args.record_sample_keys,
         # Equal batches on every process: contrastive negatives are indexed by process rank.
         drop_last=True,
@@ -251,7 +253,7 @@ def train(args: PretrainArguments) -> Path:
             keys = batch.pop("keys", None)
             if sample_keys is not None and keys is not None:
                 sample_keys.write("".join(f"{epoch}\t{key}\n" for key in keys))
-            views = recipe.apply(batch, device=accelerator.device)
+            views = placement.finish(batch, recipe)
             with accelerator.accumulate(model):
                 output = model(**views)
                 accelerator.backward(output.loss)
