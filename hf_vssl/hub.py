@@ -304,12 +304,9 @@ def render_model_card(
     config = {**spec.config().to_dict(), **config}
     results = EvalResults() if eval_results is None else eval_results
     if not isinstance(results, EvalResults) or not isinstance(train_config, Mapping | None):
-        raise TypeError(
-            "eval_results must be EvalResults (hf_vssl.evaluation.results), train_config a mapping"
-        )
+        raise TypeError("eval_results must be EvalResults, train_config a mapping")
 
-    architectures = config.get("architectures") or [spec.model.__name__]
-    architecture = str(architectures[0])
+    architecture = str((config.get("architectures") or [spec.model.__name__])[0])
     is_classifier = architecture == spec.classifier.__name__
     if pipeline_tag is None and is_classifier:
         pipeline_tag = "video-classification"
@@ -339,8 +336,7 @@ def render_model_card(
     body = re.sub(r"\n{3,}", "\n\n", fill_template(template, values, source=str(template_path)))
 
     tags = ["video", "self-supervised", "custom_code", "hf_vssl", method, f"arxiv:{spec.card.arxiv_id}"]
-    if isinstance(config.get("backbone"), str):
-        tags.append(config["backbone"])
+    tags.append(config["backbone"])
     card_data = ModelCardData(
         library_name="transformers",
         license=license,
@@ -359,11 +355,8 @@ def render_model_card(
 def write_model_card(
     model_dir: str | Path, method: str | None = None, *, model_id: str | None = None, **card_options
 ) -> Path:
-    """Render the card (`render_model_card`, which takes `card_options`) and write it as the folder's README.md.
-
-    `model_id` defaults to the folder's name; pass the Hub repo id the folder will be pushed to.
-    Returns the path of the written README.md.
-    """
+    """Render the card (`render_model_card` with `card_options`; `model_id` defaults to the folder's name: pass
+    the Hub repo id the folder will be pushed to) and write it as the folder's README.md, whose path it returns."""
     folder, _ = _read_model_config(model_dir)
     card = render_model_card(method, folder, model_id=model_id or folder.resolve().name, **card_options)
     card.save(folder / "README.md")
@@ -390,10 +383,7 @@ def _check_pushable(model_dir: str | Path) -> Path:
                 f"{folder}; save with the model's save_pretrained so that its code is copied"
             )
     if not config.get("auto_map"):
-        logger.warning(
-            "%s has no auto_map: loading it from the Hub will need `import hf_vssl` (no trust_remote_code path)",
-            folder / "config.json",
-        )
+        logger.warning(f"{folder / 'config.json'} has no auto_map: loading it from the Hub will need hf_vssl")
     return folder
 
 
