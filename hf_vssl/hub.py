@@ -53,6 +53,8 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 
+from .video_processing_vssl import VideoSSLVideoProcessor
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -626,6 +628,21 @@ def _classifier_snippet(architecture: str, model_id: str) -> str:
     )
 
 
+def _clip_sampling(folder: Path, num_frames: Any, image_size: Any) -> str:
+    """The evaluation views: those of the video processor saved with the model, which the pipelines use."""
+    if (folder / "video_preprocessor_config.json").is_file():
+        processor = VideoSSLVideoProcessor.from_pretrained(folder)
+    else:
+        processor = VideoSSLVideoProcessor.for_clip_size(
+            num_frames or VideoSSLVideoProcessor.num_frames,
+            image_size or VideoSSLVideoProcessor.crop_size["height"],
+        )
+    return (
+        "Views of each video, as evaluation measured them and as the video processor saved with this model (and so "
+        f'`pipeline("video-classification")`) makes them: {processor.describe_sampling()}.\n'
+    )
+
+
 def _clip_note(num_frames: Any, image_size: Any) -> str:
     if num_frames is None or image_size is None:
         return (
@@ -777,12 +794,15 @@ def render_model_card(
             "encoder_class": info.encoder_class,
             "feature_dim": feature_dim if feature_dim is not None else "D",
             "num_frames": num_frames if num_frames is not None else 16,
-            "image_size": image_size if image_size is not None else 112,
+            "image_size": image_size
+            if image_size is not None
+            else VideoSSLVideoProcessor.crop_size["height"],
             "encoder_table": _encoder_table(config, method, architecture),
             "method_hparams": _method_hparams(config),
             "training_section": _training_section(train_config, dataset_name),
             "results_section": _results_section(records),
             "clip_note": _clip_note(num_frames, image_size),
+            "clip_sampling": _clip_sampling(folder, num_frames, image_size),
             "classifier_note": _classifier_note(config, architecture, model_id),
             "classifier_snippet": _classifier_snippet(architecture, model_id),
         },

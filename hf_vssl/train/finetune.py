@@ -176,7 +176,9 @@ def finetune(args: FinetuneArguments) -> Path:
         print(f"Fine-tuned top-1 accuracy on {args.validation_dir}: {100 * accuracy:.1f}%")
         final_dir = output_dir / "final"
         unwrapped.save_pretrained(final_dir)
-        save_processors(unwrapped.config, final_dir)
+        save_processors(
+            unwrapped.config, final_dir, num_clips=args.num_test_clips, spatial_crops=args.test_crops
+        )
         save_arguments(args, output_dir / "run_config.yaml")
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         from hf_vssl.hub import push_folder, write_model_card

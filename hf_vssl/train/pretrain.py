@@ -27,8 +27,9 @@ import hf_vssl
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import load_video_source, split_source_for_process
-from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
+from hf_vssl.evaluation.runner import evaluate_encoder, evaluation_processor, require_labels
 from hf_vssl.evaluation.suite import nest_results
+from hf_vssl.image_processing_vssl import VideoSSLImagesKwargs
 
 from .arguments import PretrainArguments, parse_arguments, save_arguments
 from .tracking import build_trackers
@@ -37,6 +38,9 @@ logger = get_logger(__name__)
 
 RUN_CONFIG = "run_config.yaml"
 STATE_FILE = "loop_state.json"
+# Clips per video of the validation during and after pretraining: the views that measure the card's numbers,
+# saved as the checkpoint's video processor.
+VALIDATION_CLIPS = 2
 
 
 @dataclasses.dataclass
@@ -368,7 +372,7 @@ def evaluate_on_validation(args, accelerator, model, protocols) -> dict[str, flo
         protocols=protocols,
         num_frames=model.config.num_frames,
         image_size=model.config.image_size,
-        num_clips=2,
+        num_clips=VALIDATION_CLIPS,
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         train_split=args.dataset_split,
@@ -378,14 +382,13 @@ def evaluate_on_validation(args, accelerator, model, protocols) -> dict[str, flo
     return results
 
 
-def save_processors(config, directory: Path) -> None:
-    """The video and image processors matching a model's clip geometry (short side 128/112 of the crop)."""
-    short_side = round(config.image_size * 128 / 112)
-    hf_vssl.VideoSSLVideoProcessor(
-        num_frames=config.num_frames, size={"shortest_edge": short_side}, crop_size=config.image_size
-    ).save_pretrained(directory)
+def save_processors(config, directory: Path, **evaluation_views) -> None:
+    """The video processor of the evaluation views (``num_clips``, ``spatial_crops``) that measured the card, for
+    the model's clip size, and the image processor with its transform."""
+    video_processor = evaluation_processor(config.num_frames, config.image_size, **evaluation_views)
+    video_processor.save_pretrained(directory)
     hf_vssl.VideoSSLImageProcessor(
-        size={"shortest_edge": short_side}, crop_size=config.image_size
+        **{name: getattr(video_processor, name) for name in VideoSSLImagesKwargs.__annotations__}
     ).save_pretrained(directory)
 
 
@@ -395,7 +398,7 @@ def save_release(model, final_dir: Path, args, eval_results: dict | None = None)
 
     encoder = model.base_model
     encoder.save_pretrained(final_dir)
-    save_processors(encoder.config, final_dir)
+    save_processors(encoder.config, final_dir, num_clips=VALIDATION_CLIPS)
     save_arguments(args, final_dir / RUN_CONFIG)
     write_model_card(
         final_dir,
