@@ -3,12 +3,16 @@
 Decoding itself is :mod:`hf_vssl.video_decoding` (shared with the processors that travel with checkpoints).
 """
 
-from ..video_decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+from ..video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames
+from .batches import collate_views
+from .inputs import SkippedVideos
 from .loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
+from .plans import ViewRecipe
 from .recipes import RECIPES, ClipViews, CtrlAugViews, EvalViews, HDCViews, MLFOViews, build_recipe
+from .rendering import apply_views
+from .sampling import ColorSpec, CropSpec
 from .sources import load_video_source, source_label_names, split_source_for_process
 from .synthetic import MOTION_CLASSES, render_motion_video, write_synthetic_shards, write_synthetic_videos
-from .views import ColorSpec, CropSpec, ViewRecipe, apply_views, collate_views
 
 __all__ = [
     "MOTION_CLASSES",

@@ -46,6 +46,7 @@ import av
 import numpy as np
 
 from ..video_decoding import VideoDecodeError, VideoReader
+from .inputs import fetch_remote_video
 from .sources import load_video_source, sanitize_key, source_label_names
 
 __all__ = [
@@ -238,22 +239,18 @@ class PrepareSettings:
 
 
 def _source_bytes(video: dict) -> bytes:
+    """The original encoded bytes of a fetched video entry (a path left in it is a local file)."""
     if video.get("bytes") is not None:
         return video["bytes"]
-    from ..video_decoding import _as_av_input
-
-    handle = _as_av_input(video, str(video.get("path")))
-    if isinstance(handle, io.BytesIO):
-        return handle.getvalue()
-    with open(handle, "rb") as f:
-        return f.read()
+    return Path(os.fspath(video["path"]).removeprefix("file://")).read_bytes()
 
 
 def prepare_sample(
     example: dict, settings: PrepareSettings, label_names: list[str] | None
 ) -> tuple[bytes, dict]:
     """Turn one source example into ``(mp4_bytes, json_meta)``; raises :class:`VideoDecodeError` if unreadable."""
-    key, video = example["key"], example["video"]
+    key = example["key"]
+    video = fetch_remote_video(example["video"], key)
     with VideoReader(video, name=key) as reader:
         info = reader.info
         if reader.decodable_frames < info.num_frames:

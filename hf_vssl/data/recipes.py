@@ -29,16 +29,8 @@ import numpy as np
 from ..image_processing_vssl import SPATIAL_CROPS, crop_boxes
 from ..video_decoding import VideoInfo
 from ..video_processing_vssl import VideoSSLVideoProcessor, clip_frame_indices
-from .views import (
-    ColorSpec,
-    CropSpec,
-    FrameGeometry,
-    ViewPlan,
-    ViewRecipe,
-    box_coverage,
-    sample_color_params,
-    sample_crop_box,
-)
+from .plans import ViewPlan, ViewRecipe
+from .sampling import ColorSpec, CropSpec, FrameGeometry, box_coverage, sample_color_params, sample_crop_box
 
 __all__ = ["RECIPES", "ClipViews", "CtrlAugViews", "EvalViews", "HDCViews", "MLFOViews", "build_recipe"]
 
@@ -458,6 +450,12 @@ class EvalViews(ViewRecipe):
         )
         return cls(**{**settings, **overrides})
 
+    @classmethod
+    def from_config(cls, config, **overrides) -> EvalViews:
+        """The evaluation views for a model config's clip size: those of the video processor for that size."""
+        processor = VideoSSLVideoProcessor.for_clip_size(config.num_frames, config.image_size)
+        return cls.from_processor(processor, **overrides)
+
     def to_processor(self) -> VideoSSLVideoProcessor:
         """The video processor that renders these views (to save with a checkpoint evaluated with them)."""
         return VideoSSLVideoProcessor(
@@ -510,25 +508,16 @@ class EvalViews(ViewRecipe):
         )
 
 
-RECIPES = {"mlfo": MLFOViews, "ctrlaug": CtrlAugViews, "hdc": HDCViews, "clip": ClipViews, "eval": EvalViews}
+# Recipes that belong to no method; a method's recipe is named in its `MethodSpec` (hf_vssl.methods).
+RECIPES = {"clip": ClipViews, "eval": EvalViews}
 
 
 def build_recipe(name: str, **overrides) -> ViewRecipe:
-    """Build a recipe by name (``"mlfo"``, ``"ctrlaug"``, ``"hdc"``, ``"clip"``, ``"eval"``) with field overrides.
+    """Build a recipe that belongs to no method (``"clip"``, ``"eval"``) by name, with field overrides.
 
-    ``CropSpec`` / ``ColorSpec`` fields may be given as dicts (as they come from YAML configs).
+    ``CropSpec`` / ``ColorSpec`` fields may be given as dicts (as they come from YAML configs). A method's training
+    recipe, sized like its model, comes from the method table: ``METHODS[name].build_recipe(config)``.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown view recipe {name!r}; choose from {tuple(RECIPES)}")
-    cls = RECIPES[name]
-    specs = {"crop", "global_crop", "local_crop"}
-    for key, value in list(overrides.items()):
-        if isinstance(value, dict) and key in specs:
-            overrides[key] = CropSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-        elif isinstance(value, dict) and key == "color":
-            overrides[key] = ColorSpec(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-            )
-        elif isinstance(value, list):
-            overrides[key] = tuple(value)
-    return cls(**overrides)
+    return RECIPES[name].from_dict(overrides)

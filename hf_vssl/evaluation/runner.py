@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from hf_vssl.data.loader import build_view_dataloader
+from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import EvalViews
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names
 from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
@@ -59,14 +59,15 @@ def evaluation_batches(
     if label_names is not None:
         source = align_labels(source, label_names)
     require_labels(source, spec)
+    placement = stage2_placement(device)
     loader = build_view_dataloader(
-        source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0, device=device
+        source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0, placement=placement
     )
 
     def batches():
         for batch in loader:
             batch.pop("num_skipped", None)
-            yield recipe.apply(batch, device=device)
+            yield placement.finish(batch, recipe)
 
     return batches()
 
