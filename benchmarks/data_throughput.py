@@ -33,11 +33,11 @@ from pathlib import Path
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates anything
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from hf_vssl.data.encoding import encode_video  # noqa: E402
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement  # noqa: E402
 from hf_vssl.data.sampling import sample_rng  # noqa: E402
 from hf_vssl.methods import METHODS  # noqa: E402
@@ -74,14 +74,7 @@ def write_videos(folder: Path, count: int, num_frames: int, size: tuple[int, int
     paths = []
     for i in range(count):
         path = folder / f"video_{i:04d}.mp4"
-        frames = textured_frames(num_frames, *size, seed=i)
-        with av.open(str(path), mode="w") as container:
-            stream = container.add_stream("libx264", rate=25)
-            stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
-            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0", "threads": "1"}
-            for array in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-            container.mux(stream.encode(None))
+        encode_video(textured_frames(num_frames, *size, seed=i), path, gop=gop)
         paths.append(str(path))
     return paths
 

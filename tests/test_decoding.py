@@ -10,11 +10,11 @@ import av
 import numpy as np
 import pytest
 
+from hf_vssl.data.encoding import encode_video
 from hf_vssl.video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames
 
 from .video_factory import (
     CODECS,
-    encode_to_bytes,
     index_frames,
     noise_frames,
     read_index,
@@ -239,7 +239,7 @@ def test_read_errors_while_decoding_raise_video_decode_error():
 
     frames = index_frames(40, (128, 128))
     frames[..., 1] = noise_frames(40, (128, 128))[..., 1]  # larger than FFmpeg's read buffer
-    source = DroppingFile(encode_to_bytes(frames, codec="mpeg4", gop=10))
+    source = DroppingFile(encode_video(frames, codec="mpeg4", gop=10))
     with VideoReader(source, name="remote/clip") as reader:
         assert read_index(reader.get_frames([3, 25])).tolist() == [3, 25]
         source.dropped = True
@@ -285,7 +285,7 @@ def test_one_frame_video(tmp_path):
 
 
 def test_in_memory_encoded_bytes():
-    data = encode_to_bytes(index_frames(10, (32, 32)), codec="mpeg4", container_format="matroska")
+    data = encode_video(index_frames(10, (32, 32)), codec="mpeg4", container_format="matroska")
     assert read_index(read_frames(data, [9, 0])).tolist() == [9, 0]
 
 

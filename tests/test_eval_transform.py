@@ -16,7 +16,7 @@ from hf_vssl.data.recipes import EvalViews
 from hf_vssl.evaluation.runner import evaluation_batches, evaluation_recipe, video_features
 from hf_vssl.hub import render_model_card
 from hf_vssl.train.evaluate import load_evaluation_processor
-from hf_vssl.train.pretrain import save_processors
+from hf_vssl.train.release import save_processors
 from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor, clip_frame_indices
 
 from .conftest import tiny_config

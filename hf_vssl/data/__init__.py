@@ -1,6 +1,22 @@
 """Data engine: streaming video sources, view recipes with recorded parameters, loaders, synthetic videos, prepare.
 
 Decoding itself is :mod:`hf_vssl.video_decoding` (shared with the processors that travel with checkpoints).
+The modules here, in the order a sample meets them:
+
+==============  ==============================================================================================
+``sources``     any video collection as a normalised streaming ``datasets`` source
+``inputs``      remote videos fetched for the decoder; the count of videos skipped as unusable
+``sampling``    stage-1 parameters: per-sample randomness, crop boxes, colour parameters, frame geometry
+``plans``       the ``ViewRecipe`` base class, the ``ViewPlan`` it draws, and stage 1 (plan + decode)
+``recipes``     each method's recipe, and evaluation's
+``batches``     stacking samples into batches, sent from DataLoader workers as one shared block
+``rendering``   stage 2: crops, resizes and flips on tensors
+``color``       stage 2: colour jitter, gray, blur, normalisation
+``loader``      the DataLoader, and ``stage2_placement``: where stage 2 runs
+``encoding``    the video encoder (``prepare``, ``synthetic``, benchmarks and tests)
+``prepare``     WebDataset shards, optionally re-encoded for fast decoding
+``synthetic``   moving-shape videos with motion classes, for demos and tests
+==============  ==============================================================================================
 """
 
 from ..video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames

@@ -1,4 +1,4 @@
-"""View recipes of the three methods and of evaluation, on top of the view engine (:mod:`.views`).
+"""View recipes of the three methods and of evaluation, on top of the view engine (:mod:`.plans`).
 
 Each recipe is a small dataclass: its fields are the method's view hyper-parameters with the defaults of
 ``docs/METHODS.md``, and :meth:`plan` draws one video's views. MLFO's recipe follows the authors' code; ctrlaug's

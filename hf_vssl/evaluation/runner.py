@@ -1,8 +1,5 @@
 """Evaluate an encoder on labelled video sources: decode evaluation views, extract features, run the protocols."""
 
-import json
-from pathlib import Path
-
 import torch
 
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
@@ -11,7 +8,7 @@ from hf_vssl.data.sources import align_labels, load_video_source, source_label_n
 from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
 from .features import VideoFeatures, extract_features
-from .suite import PROTOCOLS, evaluate_features, format_results_table, nest_results
+from .suite import PROTOCOLS, evaluate_features, format_results_table
 
 
 def evaluation_processor(
@@ -153,17 +150,6 @@ def evaluate_encoder(
     return results
 
 
-def write_results(
-    results_by_model: dict[str, dict[str, float]], path: str | Path, dataset: str, split: str
-) -> None:
-    """Results JSON in the form ``hf_vssl.hub`` reads for model cards (percentages, nested by protocol)."""
-    payload = {
-        name: {"dataset": dataset, "split": split, **nest_results(results)}
-        for name, results in results_by_model.items()
-    }
-    Path(path).write_text(json.dumps(payload, indent=2))
-
-
 __all__ = [
     "evaluate_encoder",
     "evaluation_batches",
@@ -172,5 +158,4 @@ __all__ = [
     "format_results_table",
     "require_labels",
     "video_features",
-    "write_results",
 ]

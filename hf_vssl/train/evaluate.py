@@ -8,19 +8,20 @@ spatial crops) of each video: the views of the checkpoint's saved video processo
 or the default processor for its clip size; ``--num_clips`` / ``--spatial_crops`` override them.
 ``--compare_random_init`` also evaluates the same architecture at random initialisation, the baseline any
 pretraining has to beat.
+
+``--output_json`` receives the checkpoint's results (`hf_vssl.evaluation.results.EvalResults`), which
+``python -m hf_vssl.hub card DIR --results FILE`` puts on its model card; the random-initialisation baseline goes
+next to it, ``<name>.random_init.json``.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel
 
-from hf_vssl.evaluation.runner import (
-    evaluate_encoder,
-    evaluation_processor,
-    format_results_table,
-    write_results,
-)
+from hf_vssl.evaluation.results import EvalResults, describe_views
+from hf_vssl.evaluation.runner import evaluate_encoder, evaluation_processor, format_results_table
 from hf_vssl.evaluation.suite import PROTOCOLS
 from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
@@ -34,6 +35,8 @@ class EvaluateArguments:
     validation_dir: str | None = None
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     output_json: str | None = None
+    # how the results name the validation data (a Hub dataset id where there is one); default: validation_dir
+    dataset: str | None = None
     num_clips: int | None = None  # None: the checkpoint's video processor's
     spatial_crops: str | None = None
     per_device_eval_batch_size: int = 8
@@ -84,7 +87,8 @@ def load_evaluation_processor(
         return evaluation_processor(config.num_frames, config.image_size, num_clips, spatial_crops)
 
 
-def evaluate(args: EvaluateArguments) -> dict[str, dict[str, float]]:
+def evaluate(args: EvaluateArguments) -> dict[str, EvalResults]:
+    """The results of the checkpoint ("pretrained") and, if asked, of its random initialisation ("random init")."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     variants = {"pretrained": False, **({"random init": True} if args.compare_random_init else {})}
     results = {}
@@ -99,7 +103,7 @@ def evaluate(args: EvaluateArguments) -> dict[str, dict[str, float]]:
             processor = load_evaluation_processor(
                 args.model_name_or_path, encoder.config, args.num_clips, args.spatial_crops
             )
-        results[name] = evaluate_encoder(
+        metrics = evaluate_encoder(
             encoder,
             args.train_dir,
             args.validation_dir,
@@ -108,9 +112,18 @@ def evaluate(args: EvaluateArguments) -> dict[str, dict[str, float]]:
             batch_size=args.per_device_eval_batch_size,
             num_workers=args.dataloader_num_workers,
         )
-    print(format_results_table(results))
+        results[name] = EvalResults.from_metrics(
+            metrics,
+            dataset=args.dataset or args.validation_dir,
+            split="validation",
+            measured_with=describe_views(processor.num_clips, processor.spatial_crops),
+        )
+    print(format_results_table({name: r.metrics() for name, r in results.items()}))
     if args.output_json:
-        write_results(results, args.output_json, dataset=args.validation_dir, split="validation")
+        output = Path(args.output_json)
+        results["pretrained"].save(output)
+        if "random init" in results:
+            results["random init"].save(output.with_suffix(".random_init.json"))
     return results
 
 
