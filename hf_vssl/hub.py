@@ -33,6 +33,7 @@ from transformers import PreTrainedConfig
 
 from hf_vssl.evaluation.results import EvalRecord, EvalResults
 from hf_vssl.methods import METHODS, get_method
+from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +267,18 @@ def _results_section(results: EvalResults) -> str:
     )
 
 
+def _clip_sampling(folder: Path, num_frames: int, image_size: int) -> str:
+    """The evaluation views: those of the video processor saved with the model, which the pipelines use."""
+    if (folder / "video_preprocessor_config.json").is_file():
+        processor = VideoSSLVideoProcessor.from_pretrained(folder)
+    else:
+        processor = VideoSSLVideoProcessor.for_clip_size(num_frames, image_size)
+    return (
+        "Views of each video, as evaluation measured them and as the video processor saved with this model (and so "
+        f'`pipeline("video-classification")`) makes them: {processor.describe_sampling()}.\n'
+    )
+
+
 def render_model_card(
     method: str | None,
     model_dir: str | Path,
@@ -330,6 +343,7 @@ def render_model_card(
         "results_section": _results_section(results),
         "clip_note": f"`config.json` records {frames}-frame clips at {size}x{size}; other clip lengths and "
         "sizes run, but the features are best at the size the encoder was trained on.",
+        "clip_sampling": _clip_sampling(folder, frames, size),
         "classifier_note": classifier_note,
         "classifier_snippet": classifier_snippet,
     }

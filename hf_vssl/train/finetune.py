@@ -168,6 +168,7 @@ def finetune(args: FinetuneArguments) -> Path:
             results,
             dataset_name=args.train_dir,
             base_model=args.model_name_or_path if hub_id else None,
+            evaluation_views={"num_clips": args.num_test_clips, "spatial_crops": args.test_crops},
         )
         save_arguments(args, output_dir / RUN_CONFIG)  # marks the folder as holding a run
     accelerator.wait_for_everyone()

@@ -35,6 +35,9 @@ from .release import save_release
 from .tracking import build_trackers
 
 logger = get_logger(__name__)
+# Clips per video of the validation during and after pretraining: the views that measure the card's numbers,
+# saved as the checkpoint's video processor.
+VALIDATION_CLIPS = 2
 
 STATE_FILE = "loop_state.json"
 
@@ -337,14 +340,21 @@ def train(args: PretrainArguments) -> Path:
         accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
     if accelerator.is_main_process:
         save_release(
-            unwrapped.base_model, output_dir, args, results, dataset_name=args.dataset_name or args.train_dir
+            unwrapped.base_model,
+            output_dir,
+            args,
+            results,
+            dataset_name=args.dataset_name or args.train_dir,
+            evaluation_views={"num_clips": VALIDATION_CLIPS},
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir / "final"
 
 
-def evaluate_on_validation(args, accelerator, model, protocols, num_clips: int = 2) -> EvalResults:
+def evaluate_on_validation(
+    args, accelerator, model, protocols, num_clips: int = VALIDATION_CLIPS
+) -> EvalResults:
     """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory
     (on the main process; the others get no records)."""
     metrics = evaluate_encoder(

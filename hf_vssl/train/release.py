@@ -4,22 +4,25 @@ from pathlib import Path
 
 import hf_vssl
 from hf_vssl.evaluation.results import EvalResults
+from hf_vssl.evaluation.runner import evaluation_processor
 from hf_vssl.hub import push_folder, write_model_card
+from hf_vssl.image_processing_vssl import VideoSSLImagesKwargs
+from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
 from .arguments import RUN_CONFIG, save_arguments
 
 RESULTS_FILE = "results.json"
 
 
-def save_processors(config, directory: Path) -> None:
-    """The video and image processors matching a model's clip geometry (short side 128/112 of the crop)."""
-    short_side = round(config.image_size * 128 / 112)
-    hf_vssl.VideoSSLVideoProcessor(
-        num_frames=config.num_frames, size={"shortest_edge": short_side}, crop_size=config.image_size
-    ).save_pretrained(directory)
+def save_processors(config, directory: Path, **evaluation_views) -> VideoSSLVideoProcessor:
+    """The video processor of the evaluation views (``num_clips``, ``spatial_crops``) for the model's clip size,
+    and the image processor with its transform; returns the video processor."""
+    video_processor = evaluation_processor(config.num_frames, config.image_size, **evaluation_views)
+    video_processor.save_pretrained(directory)
     hf_vssl.VideoSSLImageProcessor(
-        size={"shortest_edge": short_side}, crop_size=config.image_size
+        **{name: getattr(video_processor, name) for name in VideoSSLImagesKwargs.__annotations__}
     ).save_pretrained(directory)
+    return video_processor
 
 
 def save_release(
@@ -30,6 +33,7 @@ def save_release(
     *,
     dataset_name: str | None = None,
     base_model: str | None = None,
+    evaluation_views: dict | None = None,
 ) -> Path:
     """Write ``output_dir/final`` and, with ``args.push_to_hub``, push it to ``args.hub_model_id``.
 
@@ -43,6 +47,8 @@ def save_release(
         results: the numbers measured at the end of the run; None gives a "not evaluated" card.
         dataset_name: the training data, as the card names it.
         base_model: Hub id of the checkpoint this one was trained from.
+        evaluation_views: the views `results` were measured with (``num_clips``, ``spatial_crops``): the saved
+            video processor makes them, so that the pipelines see what measured the card.
 
     Returns:
         the folder, ``output_dir/final``.
@@ -50,7 +56,7 @@ def save_release(
     output_dir = Path(output_dir)
     final_dir = output_dir / "final"
     model.save_pretrained(final_dir)
-    save_processors(model.config, final_dir)
+    save_processors(model.config, final_dir, **(evaluation_views or {}))
     save_arguments(args, final_dir / RUN_CONFIG)
     if results is not None:
         results.save(output_dir / RESULTS_FILE)
