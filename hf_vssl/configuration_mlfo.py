@@ -23,7 +23,8 @@ class MLFOConfig(VideoSSLConfig):
         sinkhorn_iterations (`int`, *optional*, defaults to 3):
             Sinkhorn-Knopp iterations.
         logit_queue_size (`int`, *optional*, defaults to 1024):
-            Rows of past prototype logits that join the batch in Sinkhorn from `logit_queue_start_epoch` on.
+            Rows Sinkhorn runs over from `logit_queue_start_epoch` on: the batch's prototype logits and the newest
+            past ones (a FIFO that the batch joins before it is read, as in the authors' code).
         logit_queue_start_epoch (`int`, *optional*, defaults to 10):
             First epoch whose codes are computed over the logit queue.
         prototype_freeze_epochs (`int`, *optional*, defaults to 1):

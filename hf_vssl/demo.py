@@ -4,8 +4,9 @@
 2. pretrains a tiny model of the chosen method on them (the method's "demo" config, e.g.
    `training/configs/mlfo_tiny_demo.yaml`) with the accelerate loop;
 3. evaluates the pretrained encoder and the same encoder at random initialisation (linear probe, kNN, retrieval);
-4. writes a Hub-ready folder (weights, remote code, processors, model card with the measured results) and prints
-   the two lines that load it.
+4. writes the results as `training/evaluate.py` does (`results.json` in the record format of
+   `hf_vssl.evaluation.results`, the baseline's in `results.random_init.json`), renders the model card of the
+   Hub-ready folder (weights, remote code, processors) from that file, and prints the two lines that load it.
 
     python -m hf_vssl.demo [--method mlfo] [--output_dir runs/demo/mlfo] [--epochs N] [--seed S] [--key value ...]
 
@@ -13,19 +14,16 @@ Options the demo does not know are training overrides (`--model.use_graph false`
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import torch
-
 from hf_vssl.data.synthetic import write_synthetic_videos
-from hf_vssl.evaluation.runner import evaluate_encoder, format_results_table
-from hf_vssl.evaluation.suite import nest_results
+from hf_vssl.evaluation.results import EvalResults
+from hf_vssl.evaluation.suite import format_results_table
 from hf_vssl.hub import write_model_card
 from hf_vssl.methods import METHODS, get_method
 from hf_vssl.train.arguments import PretrainArguments, parse_arguments
-from hf_vssl.train.evaluate import load_encoder
+from hf_vssl.train.evaluate import EvaluateArguments, evaluate
 from hf_vssl.train.pretrain import train
 
 
@@ -37,7 +35,7 @@ def write_demo_data(root: Path) -> tuple[Path, Path]:
     return train_dir, validation_dir
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, EvalResults]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--method", default="mlfo", choices=[m for m in METHODS if "demo" in METHODS[m].configs]
@@ -67,37 +65,30 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         "3/4 evaluating the pretrained encoder and the same encoder at random initialisation ...", flush=True
     )
-    results = {}
-    pretrained = f"{spec.card.display_name} pretrained"
-    for name, random_init in ((pretrained, False), ("random init", True)):
-        encoder = load_encoder(str(final_dir), random_init=random_init, seed=args.seed).eval()
-        with torch.no_grad():
-            results[name] = evaluate_encoder(
-                encoder,
-                str(train_dir),
-                str(validation_dir),
-                num_frames=encoder.config.num_frames,
-                image_size=encoder.config.image_size,
-                num_clips=2,
-                batch_size=16,
-                num_workers=2,
-            )
-    table = format_results_table(results)
+    results_file = Path(output_dir) / "results.json"
+    results = evaluate(
+        EvaluateArguments(
+            model_name_or_path=str(final_dir),
+            train_dir=str(train_dir),
+            validation_dir=str(validation_dir),
+            dataset="hf_vssl synthetic motion",
+            output_json=str(results_file),
+            num_clips=2,
+            per_device_eval_batch_size=16,
+            compare_random_init=True,
+            seed=args.seed,
+        )
+    )
+    table = format_results_table({name: r.metrics() for name, r in results.items()})
 
-    print("4/4 writing the Hub-ready folder ...", flush=True)
-    eval_results = {
-        "dataset": "hf_vssl synthetic motion (validation)",
-        "split": "validation",
-        **nest_results(results[pretrained]),
-    }
+    print("4/4 writing the model card from the results file ...", flush=True)
     write_model_card(
         final_dir,
         model_id=f"{spec.name}-tiny-synthetic-demo",
-        train_config=json.loads(json.dumps(args.to_dict())),
-        eval_results=eval_results,
+        train_config=args.to_dict(),
+        eval_results=EvalResults.load(results_file),
         dataset_name="hf_vssl synthetic motion videos",
     )
-    (Path(output_dir) / "demo_results.json").write_text(json.dumps(results, indent=2))
 
     minutes = (time.perf_counter() - started) / 60
     print(f"\nValidation results (8 motion classes, chance = 12.5%), {minutes:.1f} min in all:\n\n{table}\n")

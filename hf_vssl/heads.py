@@ -328,6 +328,15 @@ class FeatureQueue(nn.Module):
         """The keys held, `[filled, dim]` (reads `filled` on the host: one synchronisation on accelerators)."""
         return self.queue[: int(self.filled)]
 
+    def newest(self, count: int) -> torch.Tensor:
+        """The `count` keys pushed last, oldest first: `[min(count, filled), dim]` (none for `count <= 0`).
+
+        Age order, unlike `valid_keys`, for a FIFO read as a window that slides over the pushed keys.
+        """
+        count = max(min(int(count), int(self.filled)), 0)
+        slots = (self.ptr - count + torch.arange(count, device=self.queue.device)) % self.size
+        return self.queue[slots]
+
     def __len__(self) -> int:
         return int(self.filled)
 

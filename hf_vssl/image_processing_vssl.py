@@ -1,9 +1,11 @@
 """Image processor for hf_vssl video models, and the clip transform every hf_vssl processor shares.
 
-A clip is one video as a tensor ``[T, C, H, W]``. The transform turns it into the ``pixel_values`` the models take:
-resize (shorter side to ``size["shortest_edge"]``, or to an exact ``height`` x ``width``), centre crop, rescale to
-[0, 1] and normalise. Each step runs once over the whole clip (one ``F.interpolate`` over all frames, one slice,
-one fused multiply-add), on CPU or on whatever device the clip lives on.
+A clip is one video as a tensor ``[T, C, H, W]``. The transform turns it into the ``pixel_values`` the models take,
+exactly as the evaluation recipe (``hf_vssl.data.EvalViews``, which is built from these settings) renders the views
+that measured a model card: each spatial crop of the frame resized by ``size`` (shorter side to
+``size["shortest_edge"]``, or an exact ``height`` x ``width``) is cut in source pixels, snapped to whole pixels, and
+resized alone to ``crop_size`` (bilinear, antialiased); then rescale to [0, 1] and normalise. Each step runs once per
+crop over all frames (one ``F.interpolate``, one slice, one fused multiply-add), on CPU or on the clip's device.
 
 :class:`VideoSSLImageProcessor` applies it to videos that are already decoded (lists of frames or arrays); it is
 what ``AutoImageProcessor`` returns for hf_vssl checkpoints and what ``pipeline("video-classification")`` falls
@@ -50,6 +52,7 @@ class VideoSSLImagesKwargs(TypedDict, total=False):
     resample: int | str
     do_center_crop: bool
     crop_size: dict[str, int] | int
+    spatial_crops: str
     do_rescale: bool
     rescale_factor: float
     do_normalize: bool
@@ -130,9 +133,13 @@ def check_parameters(params: dict[str, Any]) -> dict[str, Any]:
         ):
             raise ValueError(f"`rescale_factor` must be a number, got {params['rescale_factor']!r}.")
         params["rescale_factor"] = float(params["rescale_factor"])
-    for name in ("num_frames",):
+    for name in ("num_frames", "num_clips", "frame_stride"):
         if params.get(name) is not None:
             params[name] = _positive_int(name, params[name])
+    if params.get("spatial_crops") is not None and params["spatial_crops"] not in SPATIAL_CROPS:
+        raise ValueError(
+            f"`spatial_crops` must be one of {tuple(SPATIAL_CROPS)}, got {params['spatial_crops']!r}."
+        )
     return params
 
 
@@ -267,8 +274,13 @@ def clip_to_tensor(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The clip transform (shared by every hf_vssl processor)
+# The clip transform (shared by every hf_vssl processor, and by the evaluation recipe `hf_vssl.data.EvalViews`)
 # ----------------------------------------------------------------------------------------------------------
+# Spatial views per clip: "center" crop; "three" crops along the long side (start, centre, end); "ten": the four
+# corners and the centre, each also mirrored.
+SPATIAL_CROPS = {"center": 1, "three": 3, "ten": 10}
+
+
 def resize_output_size(height: int, width: int, size: dict[str, int]) -> tuple[int, int]:
     """Output ``(height, width)`` for ``size`` (``shortest_edge`` keeps the aspect ratio, like transformers)."""
     if "shortest_edge" in size:
@@ -278,31 +290,94 @@ def resize_output_size(height: int, width: int, size: dict[str, int]) -> tuple[i
     return size["height"], size["width"]
 
 
-def resize_clip(clip: torch.Tensor, size: dict[str, int], resample: int = 2) -> torch.Tensor:
-    """Resize every frame of a float clip ``[T, C, H, W]`` in one call -> ``[T, C, H', W']``.
+def crop_boxes(
+    height: int,
+    width: int,
+    crop_height: float,
+    crop_width: float,
+    spatial_crops: str = "center",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The spatial crops of a ``height x width`` frame, as boxes of ``crop_height x crop_width`` source pixels.
+
+    Boxes are ``(x0, y0, x1, y1)`` in pixel-edge coordinates (pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``).
+
+    Returns:
+        ``(boxes float64 [n, 4], flips bool [n])``, ``n = SPATIAL_CROPS[spatial_crops]``.
+    """
+    if spatial_crops not in SPATIAL_CROPS:
+        raise ValueError(f"`spatial_crops` must be one of {tuple(SPATIAL_CROPS)}, got {spatial_crops!r}.")
+    h, w = crop_height, crop_width
+    cx, cy = (width - w) / 2, (height - h) / 2
+    if spatial_crops == "center":
+        corners = [(cx, cy)]
+    elif spatial_crops == "three":
+        corners = (
+            [(0, cy), (cx, cy), (width - w, cy)] if width >= height else [(cx, 0), (cx, cy), (cx, height - h)]
+        )
+    else:
+        five = [(0, 0), (width - w, 0), (0, height - h), (width - w, height - h), (cx, cy)]
+        corners = five + five
+    boxes = np.array([[x, y, x + w, y + h] for x, y in corners], dtype=np.float64)
+    flips = np.zeros(len(corners), dtype=bool)
+    if spatial_crops == "ten":
+        flips[5:] = True
+    return boxes, flips
+
+
+def snap_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boxes ``[..., 4]`` rounded to whole pixels inside a ``height x width`` frame, at least 1x1: ``int64``."""
+    snapped = np.floor(np.asarray(boxes, dtype=np.float64) + 0.5).astype(np.int64)
+    x0 = np.clip(snapped[..., 0], 0, width - 1)
+    y0 = np.clip(snapped[..., 1], 0, height - 1)
+    x1 = np.clip(snapped[..., 2], x0 + 1, width)
+    y1 = np.clip(snapped[..., 3], y0 + 1, height)
+    return np.stack([x0, y0, x1, y1], axis=-1)
+
+
+def view_boxes(
+    height: int,
+    width: int,
+    *,
+    do_resize: bool,
+    size: dict[str, int],
+    do_center_crop: bool,
+    crop_size: dict[str, int],
+    spatial_crops: str,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Where the views of a ``height x width`` clip come from: ``(boxes int64 [n, 4], flips [n], (h, w))``.
+
+    A view is its box, cut in source pixels and resized to ``(h, w)``: the crop ``crop_size`` of the frame
+    resized by ``size``, without resizing the whole frame (with ``do_center_crop=False``, the whole frame).
+    """
+    out_height, out_width = resize_output_size(height, width, size) if do_resize else (height, width)
+    if not do_center_crop:
+        return (
+            np.array([[0, 0, width, height]], dtype=np.int64),
+            np.zeros(1, dtype=bool),
+            (out_height, out_width),
+        )
+    if do_resize and "shortest_edge" in size:  # one scale for both axes, the exact one
+        scale_y = scale_x = size["shortest_edge"] / min(height, width)
+    else:
+        scale_y, scale_x = out_height / height, out_width / width
+    crop_height, crop_width = crop_size["height"], crop_size["width"]
+    boxes, flips = crop_boxes(height, width, crop_height / scale_y, crop_width / scale_x, spatial_crops)
+    return snap_boxes(boxes, height, width), flips, (crop_height, crop_width)
+
+
+def resize_clip(clip: torch.Tensor, out_size: tuple[int, int], resample: int = 2) -> torch.Tensor:
+    """Resize every frame of a clip ``[T, C, H, W]`` in one call -> ``[T, C, h, w]``.
 
     Bilinear and bicubic use antialiasing, which only changes anything when shrinking: it averages over the
     source pixels each output pixel covers (as PIL does), instead of aliasing fine texture into the result.
+    ``uint8`` clips stay ``uint8`` (PyTorch's fixed-point kernel on CPU, rounded, as the data engine renders
+    views there); other clips are resized in ``float32``.
     """
-    out_height, out_width = resize_output_size(clip.shape[-2], clip.shape[-1], size)
-    if (out_height, out_width) == tuple(clip.shape[-2:]):
+    if tuple(out_size) == tuple(clip.shape[-2:]):
         return clip
     mode = _RESAMPLE_MODES[resample]
     extra = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(clip, size=(out_height, out_width), mode=mode, **extra)
-
-
-def center_crop_clip(clip: torch.Tensor, crop_size: dict[str, int]) -> torch.Tensor:
-    """Centre crop ``[..., H, W]`` -> ``[..., h, w]``; sides shorter than the crop are zero-padded first."""
-    crop_height, crop_width = crop_size["height"], crop_size["width"]
-    height, width = clip.shape[-2:]
-    pad_height, pad_width = max(crop_height - height, 0), max(crop_width - width, 0)
-    if pad_height or pad_width:
-        top, left = pad_height // 2, pad_width // 2
-        clip = F.pad(clip, (left, pad_width - left, top, pad_height - top))
-        height, width = clip.shape[-2:]
-    top, left = (height - crop_height) // 2, (width - crop_width) // 2
-    return clip[..., top : top + crop_height, left : left + crop_width]
+    return F.interpolate(clip, size=tuple(out_size), mode=mode, **extra)
 
 
 def rescale_and_normalize_clip(
@@ -313,7 +388,7 @@ def rescale_and_normalize_clip(
     image_mean: Sequence[float],
     image_std: Sequence[float],
 ) -> torch.Tensor:
-    """``(clip * rescale_factor - mean) / std`` per channel on ``[T, C, H, W]``, as one fused multiply-add."""
+    """``(clip * rescale_factor - mean) / std`` per channel on ``[..., C, H, W]``, as one fused multiply-add."""
     num_channels = clip.shape[-3]
     scale = torch.full(
         (num_channels,), rescale_factor if do_rescale else 1.0, dtype=clip.dtype, device=clip.device
@@ -333,31 +408,51 @@ def rescale_and_normalize_clip(
     return torch.addcmul(-shift.view(-1, 1, 1), clip, scale.view(-1, 1, 1))
 
 
-def transform_clip(
-    clip: torch.Tensor,
+def transform_clips(
+    clips: torch.Tensor,
     *,
     do_resize: bool,
     size: dict[str, int],
     resample: int,
     do_center_crop: bool,
     crop_size: dict[str, int],
+    spatial_crops: str,
     do_rescale: bool,
     rescale_factor: float,
     do_normalize: bool,
     image_mean: Sequence[float],
     image_std: Sequence[float],
 ) -> torch.Tensor:
-    """Clip ``[T, C, H, W]`` (uint8 or float) -> float32 ``pixel_values`` ``[T, C, h, w]``."""
-    was_uint8 = clip.dtype == torch.uint8
-    clip = clip.to(torch.float32)
-    if do_resize:
-        clip = resize_clip(clip, size, resample)
-        if was_uint8 and resample == 3:
-            clip = clip.clamp_(0, 255)  # bicubic overshoots; PIL clamps to the uint8 range
-    if do_center_crop:
-        clip = center_crop_clip(clip, crop_size)
-    clip = rescale_and_normalize_clip(clip, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
-    return clip.contiguous()
+    """Clips ``[N, T, C, H, W]`` of one video (uint8 or float) -> float32 views ``[N * n, T, C, h, w]``.
+
+    Clip-major (view ``c * n + j`` is spatial crop ``j`` of clip ``c``), as the evaluation recipe: each crop box
+    is cut in source pixels and resized (bilinear, antialiased) to the output size, mirrored where the crops
+    say so, then rescaled and normalised. A ``uint8`` clip on the CPU is resized in ``uint8`` when bilinear.
+    """
+    num_clips, num_frames = clips.shape[:2]
+    boxes, flips, out_size = view_boxes(
+        *clips.shape[-2:],
+        do_resize=do_resize,
+        size=size,
+        do_center_crop=do_center_crop,
+        crop_size=crop_size,
+        spatial_crops=spatial_crops,
+    )
+    keep_uint8 = clips.dtype == torch.uint8 and clips.device.type == "cpu" and resample == 2
+    views = []
+    for (x0, y0, x1, y1), flip in zip(boxes.tolist(), flips.tolist()):
+        region = clips[..., y0:y1, x0:x1].flatten(0, 1)
+        region = region if keep_uint8 else region.to(torch.float32)
+        region = resize_clip(region, out_size, resample)
+        if resample == 3 and clips.dtype == torch.uint8:
+            region = region.clamp(0, 255)  # bicubic overshoots; PIL clamps to the uint8 range
+        views.append(region.flip(-1) if flip else region)
+    # [n, N * T, C, h, w] -> [N, n, T, C, h, w] -> [N * n, T, C, h, w]
+    stacked = torch.stack(views).to(torch.float32)
+    stacked = stacked.unflatten(1, (num_clips, num_frames)).transpose(0, 1).flatten(0, 1)
+    return rescale_and_normalize_clip(
+        stacked, do_rescale, rescale_factor, do_normalize, image_mean, image_std
+    ).contiguous()
 
 
 _TRANSFORM_PARAMETERS = (
@@ -366,6 +461,7 @@ _TRANSFORM_PARAMETERS = (
     "resample",
     "do_center_crop",
     "crop_size",
+    "spatial_crops",
     "do_rescale",
     "rescale_factor",
     "do_normalize",
@@ -375,7 +471,11 @@ _TRANSFORM_PARAMETERS = (
 
 
 def pack_pixel_values(clips: list[torch.Tensor], return_tensors: str | TensorType | None) -> BatchFeature:
-    """``BatchFeature`` with ``pixel_values``: ``[B, T, C, H, W]`` for "pt"/"np", else a list of ``[T, C, H, W]``."""
+    """``BatchFeature`` with ``pixel_values``: ``[B, ...]`` for "pt"/"np", else a list of one tensor per video.
+
+    A video is ``[T, C, H, W]`` when it gives one view, ``[V, T, C, H, W]`` when it gives several (clips x
+    spatial crops); hf_vssl models average their feature over the views.
+    """
     if return_tensors is None:
         return BatchFeature(data={"pixel_values": clips})
     if return_tensors not in ("pt", "np"):
@@ -384,7 +484,7 @@ def pack_pixel_values(clips: list[torch.Tensor], return_tensors: str | TensorTyp
     if len(shapes) > 1:
         raise ValueError(
             f"Cannot stack videos of different shapes {sorted(shapes)} into one tensor: give every video the same "
-            "number of frames and size (do_sample_frames / do_center_crop), or pass return_tensors=None."
+            "number of frames, views and size (do_sample_frames / do_center_crop), or pass return_tensors=None."
         )
     pixel_values = torch.stack(clips)
     if return_tensors == "np":
@@ -400,7 +500,10 @@ class VideoSSLProcessingMixin:
         do_resize (`bool`, defaults to `True`), size (`dict`, defaults to `{"shortest_edge": 128}`): resize the
             shorter side to ``shortest_edge`` keeping the aspect ratio, or to exactly ``{"height", "width"}``.
         resample (`int`, defaults to 2 = bilinear): PIL resampling code (0 nearest, 2 bilinear, 3 bicubic).
-        do_center_crop (`bool`, defaults to `True`), crop_size (`dict`, defaults to 112 x 112).
+        do_center_crop (`bool`, defaults to `True`), crop_size (`dict`, defaults to 112 x 112): the output is the
+            ``crop_size`` crop of the frame resized by ``size``; it is cut in source pixels and resized alone.
+        spatial_crops (`str`, defaults to `"center"`): ``"center"``, ``"three"`` (along the long side) or
+            ``"ten"`` (corners and centre, each also mirrored); each crop is one view of the video.
         do_rescale (`bool`, defaults to `True`), rescale_factor (`float`, defaults to 1/255).
         do_normalize (`bool`, defaults to `True`), image_mean / image_std (defaults to ImageNet's).
     """
@@ -414,6 +517,7 @@ class VideoSSLProcessingMixin:
     resample = 2  # PILImageResampling.BILINEAR
     do_center_crop = True
     crop_size = {"height": 112, "width": 112}
+    spatial_crops = "center"
     do_rescale = True
     rescale_factor = 1 / 255
     do_normalize = True
@@ -457,9 +561,10 @@ class VideoSSLProcessingMixin:
                 "A video with float values in [0, 1] is being rescaled by `rescale_factor` again; pass "
                 "do_rescale=False if it is already rescaled."
             )
-        processed = [
-            transform_clip(clip.to(device) if device else clip, **transform_params) for clip in clips
-        ]
+        processed = []
+        for clip in clips:  # [N, T, C, H, W]: the sampled clips of one video
+            views = transform_clips(clip.to(device) if device else clip, **transform_params)
+            processed.append(views[0] if views.shape[0] == 1 else views)
         return pack_pixel_values(processed, return_tensors)
 
 
@@ -515,7 +620,7 @@ class VideoSSLImageProcessor(VideoSSLProcessingMixin, BaseImageProcessor):
                 "VideoSSLVideoProcessor (AutoVideoProcessor) to decode files."
             )
         clips = [
-            clip_to_tensor(video, input_data_format, params["do_convert_rgb"])
+            clip_to_tensor(video, input_data_format, params["do_convert_rgb"])[None]
             for video in make_batched_videos(images)
         ]
         return self._transform_clips(clips, params, return_tensors, device)
@@ -523,4 +628,10 @@ class VideoSSLImageProcessor(VideoSSLProcessingMixin, BaseImageProcessor):
 
 VideoSSLImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["VideoSSLImageProcessor", "VideoSSLProcessingMixin", "transform_clip"]
+__all__ = [
+    "SPATIAL_CROPS",
+    "VideoSSLImageProcessor",
+    "VideoSSLProcessingMixin",
+    "crop_boxes",
+    "transform_clips",
+]

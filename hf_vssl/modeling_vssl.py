@@ -69,7 +69,8 @@ def clip_to_channels_first(pixel_values: torch.Tensor) -> torch.Tensor:
     """``[B, T, C, H, W]`` (transformers' video layout) -> ``[B, C, T, H, W]`` (Conv3d layout)."""
     if pixel_values.ndim != 5:
         raise ValueError(
-            f"`pixel_values` must be [batch, frames, channels, height, width], got {tuple(pixel_values.shape)}."
+            "`pixel_values` must be [batch, frames, channels, height, width] (or [batch, views, frames, ...]), got "
+            f"{tuple(pixel_values.shape)}."
         )
     return pixel_values.permute(0, 2, 1, 3, 4)
 
@@ -80,7 +81,9 @@ class VideoSSLEncoder(VideoSSLPreTrainedModel):
     ``forward(pixel_values [B, T, C, H, W])`` returns ``BaseModelOutputWithPooling`` with ``last_hidden_state``
     ``[B, C4, t, h, w]`` (the stage-4 map), ``pooler_output`` ``[B, C4]`` (its global average, the feature used for
     evaluation) and, with ``output_hidden_states=True``, ``hidden_states``: the four stage outputs. Any clip length
-    and resolution the backbone's strides allow works.
+    and resolution the backbone's strides allow works. Several views of each video (``[B, V, T, C, H, W]``, the
+    clips x crops of the evaluation recipe, as the video processor makes them) give the mean of their pooled
+    features as ``pooler_output``, and maps ``[B, V, ...]``.
     """
 
     def __init__(self, config):
@@ -110,11 +113,15 @@ class VideoSSLEncoder(VideoSSLPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        stages = self.backbone(clip_to_channels_first(pixel_values))
-        last_hidden_state = stages[-1]
+        views = pixel_values.shape[:2] if pixel_values.ndim == 6 else None
+        stages = self.backbone(clip_to_channels_first(pixel_values.flatten(0, 1) if views else pixel_values))
+        pooled = stages[-1].mean(dim=(2, 3, 4))
+        if views:  # the video's feature is the mean over its views, as evaluation computes it
+            stages = tuple(stage.unflatten(0, views) for stage in stages)
+            pooled = pooled.unflatten(0, views).mean(dim=1)
         output = BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state.mean(dim=(2, 3, 4)),
+            last_hidden_state=stages[-1],
+            pooler_output=pooled,
             hidden_states=stages if output_hidden_states else None,
         )
         return output if return_dict else output.to_tuple()

@@ -22,8 +22,8 @@ from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .image_processing_vssl import clip_to_tensor, is_frame
-from .video_processing_vssl import is_video_source, read_video, sample_frame_indices
+from .image_processing_vssl import VideoSSLImagesKwargs, is_frame
+from .video_processing_vssl import VideoSSLVideoProcessor
 
 VIDEO_FEATURE_EXTRACTION = "video-feature-extraction"
 
@@ -41,8 +41,10 @@ class VideoFeatureExtractionPipeline(Pipeline):
     """Extract one embedding per video with any hf_vssl encoder (``AutoModel``).
 
     Inputs: a video file path (or URL / encoded ``bytes``), an array or tensor ``[T, H, W, C]`` / ``[T, C, H, W]``,
-    or a list of those (a batch, processed ``batch_size`` at a time). Frames are sampled uniformly over each video:
-    ``num_frames`` of them, by default the model's ``config.num_frames``.
+    or a list of those (a batch, processed ``batch_size`` at a time). Each video is seen as the checkpoint's video
+    processor says, which is the evaluation recipe of its model card (clips of ``num_frames`` frames, by default
+    the model's ``config.num_frames``, at the training stride, spread over the video); the embedding is the mean
+    over those views.
 
     Call arguments:
         num_frames (`int`, *optional*): frames sampled per video.
@@ -51,8 +53,8 @@ class VideoFeatureExtractionPipeline(Pipeline):
         return_tensors (`bool`, defaults to `False`): return a ``torch.Tensor`` per video instead of (nested)
             lists of floats.
 
-    Preprocessing uses the checkpoint's video processor; with only an image processor, videos are decoded here
-    with PyAV and the sampled frames are passed to it.
+    Preprocessing uses the checkpoint's video processor; with only an image processor, a video processor with the
+    image processor's settings (the same transform, plus the clip sampling).
     """
 
     _load_processor = False
@@ -68,6 +70,13 @@ class VideoFeatureExtractionPipeline(Pipeline):
                 f"The {VIDEO_FEATURE_EXTRACTION} pipeline needs a video processor or an image processor; none was "
                 "found for this model. Pass one, e.g. video_processor=VideoSSLVideoProcessor()."
             )
+        # One loader: the video processor's, also when the checkpoint only has an image processor.
+        self._processor = self.video_processor or VideoSSLVideoProcessor(
+            **{
+                name: getattr(self.image_processor, name, None)
+                for name in VideoSSLImagesKwargs.__annotations__
+            }
+        )
 
     def _sanitize_parameters(self, num_frames=None, pool=None, return_tensors=None):
         preprocess_params = {} if num_frames is None else {"num_frames": num_frames}
@@ -88,26 +97,12 @@ class VideoFeatureExtractionPipeline(Pipeline):
 
     def _default_num_frames(self) -> int:
         num_frames = getattr(self.model.config, "num_frames", None)
-        if num_frames is None:
-            num_frames = getattr(self.video_processor or self.image_processor, "num_frames", None)
-        if num_frames is None:
-            raise ValueError("Pass num_frames=...: neither the model config nor the processor defines it.")
-        return num_frames
+        return num_frames if num_frames is not None else self._processor.num_frames
 
     def preprocess(self, video: Any, num_frames: int | None = None) -> dict[str, torch.Tensor]:
+        # As transformers' video-classification pipeline calls the processor.
         num_frames = num_frames or self._default_num_frames()
-        if self.video_processor is not None:
-            inputs = self.video_processor(
-                video, num_frames=num_frames, do_sample_frames=True, return_tensors="pt"
-            )
-        else:
-            # decode and sample here, exactly as the video processor would, and hand over the chosen frames
-            if is_video_source(video):
-                clip = clip_to_tensor(read_video(video, num_frames), "channels_last", do_convert_rgb=False)
-            else:
-                clip = clip_to_tensor(video, do_convert_rgb=False)
-                clip = clip[torch.from_numpy(sample_frame_indices(clip.shape[0], num_frames))]
-            inputs = self.image_processor(clip, input_data_format="channels_first", return_tensors="pt")
+        inputs = self._processor(video, num_frames=num_frames, do_sample_frames=True, return_tensors="pt")
         if inputs["pixel_values"].shape[0] != 1:
             raise ValueError(f"Expected one video per input, got {inputs['pixel_values'].shape[0]}.")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}

@@ -1,7 +1,8 @@
 """Video processor for hf_vssl video models: video files or arrays in, ``pixel_values`` ``[B, T, C, H, W]`` out.
 
-Files are decoded with PyAV (no torchvision or torchcodec needed) and ``num_frames`` frames are sampled uniformly
-over the whole video; the clip transform is the one in :mod:`.image_processing_vssl`. This is what
+Files are decoded with PyAV (no torchvision or torchcodec needed); ``num_clips`` clips of ``num_frames`` frames at
+``frame_stride`` are taken uniformly over the video, and the clip transform is the one in
+:mod:`.image_processing_vssl`: the views of the evaluation recipe that measured a checkpoint's card. This is what
 ``AutoVideoProcessor`` returns for hf_vssl checkpoints and what ``pipeline("video-classification")`` calls as
 ``video_processor(path, num_frames=N, do_sample_frames=True, return_tensors="pt")``.
 
@@ -36,21 +37,31 @@ except ImportError:  # earlier 5.x: only the torchvision-flavoured base; every m
 # ----------------------------------------------------------------------------------------------------------
 # Frame sampling and decoding
 # ----------------------------------------------------------------------------------------------------------
-def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
-    """Indices of ``num_frames`` frames spread uniformly over a video of ``total_frames`` frames.
+def _round_half_up(x: np.ndarray) -> np.ndarray:
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
 
-    Frame ``i`` is the middle of the ``i``-th of ``num_frames`` equal segments, so the whole video is covered and
-    ``total_frames == num_frames`` keeps every frame. Shorter videos repeat frames (nearest-frame upsampling).
+
+def clip_frame_indices(
+    total_frames: int, num_frames: int, frame_stride: int = 1, num_clips: int = 1
+) -> np.ndarray:
+    """Frames of ``num_clips`` clips of ``num_frames`` frames at ``frame_stride``, spread uniformly over a video.
+
+    Clip starts go evenly from the first to the last possible start (one clip: centred), so the clips see the
+    video at the rate the model was trained on, wherever it is. Videos shorter than a clip repeat their last
+    frame.
 
     Returns:
-        ``int64`` array ``[num_frames]``, non-decreasing, in ``[0, total_frames)``.
+        ``int64`` array ``[num_clips, num_frames]`` in ``[0, total_frames)``.
     """
     if total_frames <= 0:
         raise ValueError(f"Cannot sample frames from a video with {total_frames} frames.")
-    if num_frames <= 0:
-        raise ValueError(f"`num_frames` must be positive, got {num_frames}.")
-    centres = (np.arange(num_frames) + 0.5) * (total_frames / num_frames)
-    return np.minimum(centres.astype(np.int64), total_frames - 1)
+    for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride), ("num_clips", num_clips)):
+        if value <= 0:
+            raise ValueError(f"`{name}` must be positive, got {value}.")
+    last = max(0, total_frames - ((num_frames - 1) * frame_stride + 1))
+    starts = np.array([last // 2]) if num_clips == 1 else _round_half_up(np.linspace(0, last, num_clips))
+    indices = starts[:, None] + np.arange(num_frames)[None, :] * frame_stride
+    return np.minimum(indices, total_frames - 1).astype(np.int64)
 
 
 def is_video_source(obj: Any) -> bool:
@@ -60,18 +71,21 @@ def is_video_source(obj: Any) -> bool:
     )
 
 
-def read_video(source: Any, num_frames: int | None = None) -> np.ndarray:
-    """Decode a video with PyAV, sampling ``num_frames`` frames uniformly over its whole length.
+def read_video(
+    source: Any, num_frames: int | None = None, frame_stride: int = 1, num_clips: int = 1
+) -> np.ndarray:
+    """Decode a video with PyAV: every frame, or the clips of :func:`clip_frame_indices`.
 
     Decoding is :class:`~.video_decoding.VideoReader`'s (the data engine's): frame-exact, seeking to the keyframe
     before the wanted frames. A truncated file is sampled over the frames that really decode.
 
     Args:
         source: a file path, URL, ``bytes`` of an encoded video, or a binary file object.
-        num_frames: how many frames to return (see :func:`sample_frame_indices`); ``None`` returns every frame.
+        num_frames: frames per clip; ``None`` returns every frame.
+        frame_stride, num_clips: the clips' stride and count (see :func:`clip_frame_indices`).
 
     Returns:
-        RGB frames ``[T, H, W, 3]`` uint8.
+        RGB frames, uint8: ``[F, H, W, 3]`` (every frame) or ``[num_clips, num_frames, H, W, 3]``.
 
     Raises:
         FileNotFoundError / IsADirectoryError: the path does not exist or is a folder.
@@ -88,8 +102,11 @@ def read_video(source: Any, num_frames: int | None = None) -> np.ndarray:
         total = reader.decodable_frames
         if total == 0:
             raise VideoDecodeError(reader.name, "truncated", "no frame can be decoded")
-        indices = np.arange(total) if num_frames is None else sample_frame_indices(total, num_frames)
-        return reader.get_frames(indices)
+        if num_frames is None:
+            return reader.get_frames(np.arange(total))
+        indices = clip_frame_indices(total, num_frames, frame_stride, num_clips)
+        frames = reader.get_frames(indices.reshape(-1))
+        return frames.reshape(*indices.shape, *frames.shape[1:])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -100,18 +117,28 @@ class VideoSSLVideosKwargs(VideoSSLImagesKwargs, total=False):
 
     do_sample_frames: bool
     num_frames: int
+    frame_stride: int
+    num_clips: int
 
 
 class VideoSSLVideoProcessor(VideoSSLProcessingMixin, _VideoProcessorBase):
-    r"""Video processor for hf_vssl video models: files or arrays in, ``pixel_values`` ``[B, T, C, H, W]`` out.
+    r"""Video processor for hf_vssl video models: files or arrays in, ``pixel_values`` out.
+
+    Saved with a checkpoint, it is the evaluation recipe that measured the checkpoint's model card
+    (``hf_vssl.data.EvalViews.from_processor`` builds that recipe from it): ``num_clips`` clips of ``num_frames``
+    frames at the training stride ``frame_stride``, spread uniformly over each video, each clip seen through
+    ``spatial_crops``; hf_vssl models average their feature over these views. A video gives
+    ``[num_clips * crops, T, C, H, W]`` (clip-major), or ``[T, C, H, W]`` when that is one view; a batch stacks
+    them: ``[B, V, T, C, H, W]`` / ``[B, T, C, H, W]``.
 
     Parameters (saved in ``video_preprocessor_config.json``, each overridable per call):
-        do_sample_frames (`bool`, defaults to `True`), num_frames (`int`, defaults to 16): sample ``num_frames``
-            frames uniformly over each whole video (see :func:`sample_frame_indices`); with
-            ``do_sample_frames=False`` every frame is kept.
+        do_sample_frames (`bool`, defaults to `True`): sample the clips (with `False`, every frame, one clip).
+        num_frames (`int`, defaults to 16), frame_stride (`int`, defaults to 2), num_clips (`int`, defaults to
+            5): the clips (see :func:`clip_frame_indices`).
         and the clip transform's: ``do_convert_rgb``, ``do_resize``, ``size`` (``{"shortest_edge": 128}``),
-        ``resample``, ``do_center_crop``, ``crop_size`` (112 x 112), ``do_rescale``, ``rescale_factor``,
-        ``do_normalize``, ``image_mean``, ``image_std`` (ImageNet) -- see ``VideoSSLProcessingMixin``.
+        ``resample``, ``do_center_crop``, ``crop_size`` (112 x 112), ``spatial_crops`` (``"center"``),
+        ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``, ``image_std`` (ImageNet) -- see
+        ``VideoSSLProcessingMixin``.
 
     Accepted input, one video or a list of them: a file path / URL / ``bytes`` / binary file object (decoded with
     PyAV), an array or tensor ``[T, H, W, C]`` or ``[T, C, H, W]`` (uint8 or float), or a list of frames (PIL
@@ -120,18 +147,52 @@ class VideoSSLVideoProcessor(VideoSSLProcessingMixin, _VideoProcessorBase):
     Example:
 
     ```python
-    >>> processor = VideoSSLVideoProcessor(num_frames=8)
+    >>> processor = VideoSSLVideoProcessor(num_frames=8, num_clips=2)
     >>> processor(["a.mp4", "b.webm"], return_tensors="pt")["pixel_values"].shape
-    torch.Size([2, 8, 3, 112, 112])
+    torch.Size([2, 2, 8, 3, 112, 112])
     ```
     """
 
     valid_kwargs = VideoSSLVideosKwargs
     do_sample_frames = True
     num_frames = 16
+    frame_stride = 2
+    num_clips = 5
 
     def __init__(self, **kwargs: Unpack[VideoSSLVideosKwargs]) -> None:
         super().__init__(**kwargs)
+
+    @classmethod
+    def for_clip_size(cls, num_frames: int, image_size: int, **overrides) -> "VideoSSLVideoProcessor":
+        """The processor for a model taking clips of ``num_frames`` frames of ``image_size`` x ``image_size``.
+
+        The short side the crop is cut from keeps the defaults' proportion (128 for a 112 crop).
+        """
+        default_short, default_crop = cls.size["shortest_edge"], cls.crop_size["height"]
+        short_side = max(image_size, round(image_size * default_short / default_crop))
+        settings = {"num_frames": num_frames, "size": {"shortest_edge": short_side}, "crop_size": image_size}
+        return cls(**{**settings, **overrides})
+
+    def describe_sampling(self) -> str:
+        """One sentence saying which views of a video this processor makes (for model cards)."""
+        crop = self.crop_size
+        views = f"{crop['height']}x{crop['width']}"
+        crops = {
+            "center": "the centre crop",
+            "three": "3 crops",
+            "ten": "10 crops (corners, centre, mirrored)",
+        }
+        resize = (
+            f"frames resized to short side {self.size['shortest_edge']}"
+            if "shortest_edge" in self.size
+            else f"frames resized to {self.size['height']}x{self.size['width']}"
+        )
+        clips = "clip" if self.num_clips == 1 else "clips"
+        return (
+            f"{self.num_clips} {clips} of {self.num_frames} frames at stride {self.frame_stride} spread uniformly "
+            f"over each video, {crops[self.spatial_crops]} of {views} from {resize}, features averaged over "
+            "the views"
+        )
 
     def __call__(self, videos: Any, **kwargs) -> BatchFeature:
         return self.preprocess(videos, **kwargs)
@@ -150,31 +211,36 @@ class VideoSSLVideoProcessor(VideoSSLProcessingMixin, _VideoProcessorBase):
             videos: one video or a batch (see the class docstring).
             input_data_format: ``"channels_first"`` or ``"channels_last"`` for arrays whose layout is ambiguous.
             device: where to run the transform (e.g. ``"cuda"``); the output stays there.
-            return_tensors: ``"pt"`` -> ``[B, T, C, H, W]`` tensor, ``"np"`` -> array, ``None`` -> list of
-                ``[T, C, H, W]`` tensors.
-            **kwargs: per-call overrides of the processor's parameters (``num_frames``, ``size``, ...).
+            return_tensors: ``"pt"`` -> ``[B, (V,) T, C, H, W]`` tensor, ``"np"`` -> array, ``None`` -> list of
+                ``[(V,) T, C, H, W]`` tensors.
+            **kwargs: per-call overrides of the processor's parameters (``num_frames``, ``num_clips``, ...).
         """
         params = self._call_parameters(kwargs)
-        num_frames = params["num_frames"] if params["do_sample_frames"] else None
         clips = [
-            self._load_clip(video, num_frames, input_data_format, params["do_convert_rgb"])
+            self._load_clips(video, params, input_data_format)
             for video in make_batched_videos(videos, is_video_source)
         ]
         return self._transform_clips(clips, params, return_tensors, device)
 
     @staticmethod
-    def _load_clip(
-        video: Any, num_frames: int | None, input_data_format: str | None, do_convert_rgb: bool
-    ) -> torch.Tensor:
-        """One video as ``[T, C, H, W]`` with its frames sampled (all frames when ``num_frames`` is None)."""
+    def _load_clips(video: Any, params: dict[str, Any], input_data_format: str | None) -> torch.Tensor:
+        """One video as its sampled clips ``[N, T, C, H, W]`` (every frame as one clip without sampling)."""
+        sampling = (
+            (params["num_frames"], params["frame_stride"], params["num_clips"])
+            if params["do_sample_frames"]
+            else None
+        )
         if is_video_source(video):
-            return clip_to_tensor(read_video(video, num_frames), "channels_last", do_convert_rgb)
-        clip = clip_to_tensor(video, input_data_format, do_convert_rgb)
-        if num_frames is not None:
-            clip = clip[torch.from_numpy(sample_frame_indices(clip.shape[0], num_frames))]
-        return clip
+            frames = read_video(video, *sampling) if sampling else read_video(video)[None]
+            return clip_to_tensor(frames.reshape(-1, *frames.shape[2:]), "channels_last").unflatten(
+                0, frames.shape[:2]
+            )
+        clip = clip_to_tensor(video, input_data_format, params["do_convert_rgb"])
+        if sampling is None:
+            return clip[None]
+        return clip[torch.from_numpy(clip_frame_indices(clip.shape[0], *sampling))]
 
 
 VideoSSLVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
-__all__ = ["VideoDecodeError", "VideoSSLVideoProcessor", "read_video", "sample_frame_indices"]
+__all__ = ["VideoDecodeError", "VideoSSLVideoProcessor", "clip_frame_indices", "read_video"]

@@ -1,7 +1,9 @@
 """Tests for hf_vssl.evaluation: metrics on constructed features with known answers, brute-force references,
 feature extraction (clip averaging, video grouping, model mode) and extraction across two real processes."""
 
+import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +12,8 @@ from torch.utils.data import DataLoader
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from hf_vssl.evaluation import (
+    EvalRecord,
+    EvalResults,
     LinearProbeClassifier,
     VideoFeatures,
     aggregate_by_video,
@@ -19,7 +23,7 @@ from hf_vssl.evaluation import (
     format_results_table,
     knn_classify,
     linear_probe,
-    nest_results,
+    multi_view_accuracy,
     recall_at_k,
     retrieval_recall,
     topk_accuracy,
@@ -367,20 +371,129 @@ def test_evaluate_features_keys_and_table():
     ]
     with pytest.raises(ValueError, match="empty"):
         format_results_table({})
-    assert nest_results({"knn/top1": 0.25, "retrieval/R@1": 0.5, "retrieval/R@5": 0.75}) == {
-        "knn": {"top1": 25.0},
-        "retrieval": {"R@1": 50.0, "R@5": 75.0},
-    }
-    with pytest.raises(ValueError, match="'top1' is not of the form"):
-        nest_results({"top1": 0.5})
 
 
-def test_nested_results_are_accepted_by_the_hub_card_code():
-    hub = pytest.importorskip("hf_vssl.hub")
-    records = hub.parse_eval_results(
-        {"dataset": "ucf101", "split": "test", **nest_results({"knn/top1": 0.25})}
+# ----------------------------------------------------------------------------------------------------------------
+# the results record
+
+
+def test_results_record_from_protocol_output_round_trips_through_json(tmp_path):
+    metrics = {"linear_probe/top1": 47 / 96, "knn/top1": 0.25, "retrieval/R@1": 0.5, "retrieval/R@5": 1.0}
+    results = EvalResults.from_metrics(
+        metrics, dataset="ucf101", split="test", measured_with="5 clips x center crop"
     )
-    assert [(r.protocol, r.metric, r.value) for r in records] == [("knn", "top1", 25.0)]
+    assert [(r.protocol, r.metric, r.value) for r in results] == [
+        ("linear_probe", "top1", 47 / 96),
+        ("knn", "top1", 0.25),
+        ("retrieval", "R@1", 0.5),
+        ("retrieval", "R@5", 1.0),
+    ]
+    assert results.metrics() == metrics
+    # the file keeps the exact fraction; what a card shows is rounded to one decimal of a percent
+    loaded = EvalResults.load(results.save(tmp_path / "results.json"))
+    assert loaded == results and loaded.records[0].value == 47 / 96
+    assert [r.percent for r in loaded] == [49.0, 25.0, 50.0, 100.0]
+    assert [(r.protocol_name, r.metric_type, r.metric_name) for r in loaded] == [
+        ("Linear probe", "accuracy", "top-1 accuracy"),
+        ("kNN", "accuracy", "top-1 accuracy"),
+        ("Retrieval", "recall", "Recall@1"),
+        ("Retrieval", "recall", "Recall@5"),
+    ]
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["results"][1] == {
+        "protocol": "knn",
+        "metric": "top1",
+        "value": 0.25,
+        "dataset": "ucf101",
+        "split": "test",
+        "measured_with": "5 clips x center crop",
+    }
+    other_split = EvalResults.from_metrics({"knn/top1": 0.5}, dataset="ucf101", split="validation")
+    assert len(results + other_split) == 5
+    with pytest.raises(ValueError, match="linear_probe top1 on ucf101 \\(test\\) is given twice"):
+        results + results
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"value": 61.5}, "fraction in \\[0, 1\\]"),  # a percentage where a fraction belongs
+        ({"value": math.nan}, "fraction"),
+        ({"value": True}, "fraction"),
+        ({"value": "0.5"}, "fraction"),
+        ({"protocol": "linear"}, "unknown protocol 'linear'"),
+        ({"metric": "accuracy"}, "unknown metric 'accuracy'"),
+        ({"dataset": ""}, "needs the dataset"),
+        ({"split": None}, "split must be a string"),
+    ],
+)
+def test_results_record_rejects_what_the_protocols_never_write(record, message):
+    fields = {"protocol": "knn", "metric": "top1", "value": 0.5, "dataset": "d", "split": "test", **record}
+    with pytest.raises(ValueError, match=message):
+        EvalRecord(**fields)
+    text = json.dumps({"results": [fields]})
+    with pytest.raises(ValueError, match=f"r.json: results\\[0\\]: .*{message}"):
+        EvalResults.from_json(text, source="r.json")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"dataset": "d", "knn": {"top1": 50.0}}', 'expected {"results": \\[records\\]}'),
+        ('[{"protocol": "knn"}]', "expected"),
+        (
+            '{"results": [{"protocol": "knn", "metric": "top1", "value": 0.5}]}',
+            "missing \\['dataset', 'split'\\]",
+        ),
+        (
+            '{"results": [{"protocol": "knn", "metric": "top1", "value": 0.5, "dataset": "d", "split": "t", '
+            '"dataset_name": "D"}]}',
+            "unknown \\['dataset_name'\\]",
+        ),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_results_file_of_another_shape_is_refused(text, message):
+    with pytest.raises(ValueError, match=f"r.json.*{message}"):
+        EvalResults.from_json(text, source="r.json")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fine-tuned classifiers
+
+
+class _ViewLogits(nn.Module):
+    """A "classifier" whose logits for a clip are the clip's first pixels (so tests choose them)."""
+
+    def forward(self, pixel_values):
+        return SimpleNamespace(logits=pixel_values.flatten(1)[:, :3])
+
+
+class _FinishedPlacement:
+    """Batches that are already rendered: `finish` hands them on."""
+
+    def finish(self, batch, recipe):
+        return batch
+
+
+def test_multi_view_accuracy_averages_the_softmax_over_views():
+    # Video 0, true class 2: two views say class 0 a little, one says class 2 strongly. A vote over views gives 0;
+    # the mean softmax gives 2. Video 1, true class 1: every view says class 1.
+    logits = torch.tensor(
+        [
+            [[1.0, 0.0, 0.8], [1.0, 0.0, 0.8], [0.0, 0.0, 9.0]],
+            [[0.0, 5.0, 0.0], [0.0, 4.0, 1.0], [1.0, 3.0, 0.0]],
+        ]
+    )
+    pixel_values = (
+        logits[:, :, None, None, None, :].expand(2, 3, 1, 1, 1, 3).contiguous()
+    )  # [B, V, T, C, H, W]
+    batches = [{"pixel_values": pixel_values, "labels": torch.tensor([2, 1])}]
+    model = _ViewLogits().train()
+    assert multi_view_accuracy(model, batches, None, _FinishedPlacement()) == 1.0
+    assert model.training
+    wrong = [{"pixel_values": pixel_values, "labels": torch.tensor([0, 1])}]
+    assert multi_view_accuracy(model, wrong, None, _FinishedPlacement()) == 0.5
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -234,6 +234,19 @@ def test_feature_queue_wraps_around_like_a_fifo():
         torch.testing.assert_close(queue.valid_mask(), torch.arange(size) < min(len(pushed), size))
 
 
+def test_feature_queue_newest_reads_the_last_pushed_keys_oldest_first():
+    size, dim = 5, 2
+    queue = FeatureQueue(dim, size)
+    pushed = []
+    for batch in [2, 2, 3, 1, 7, 4]:  # storage order leaves age order once the queue wraps
+        keys = torch.arange(len(pushed), len(pushed) + batch, dtype=torch.float32)[:, None].repeat(1, dim)
+        queue.enqueue(keys)
+        pushed.extend(keys[:, 0].tolist())
+        for count in (-1, 0, 1, 3, size, size + 2):
+            kept = max(min(count, len(pushed), size), 0)
+            assert queue.newest(count)[:, 0].tolist() == pushed[len(pushed) - kept :]
+
+
 def test_feature_queue_buffers_detach_cast_and_clear():
     queue = FeatureQueue(4, 6)
     assert set(queue.state_dict()) == {"queue", "ptr", "filled"}  # persistent: saved with the model

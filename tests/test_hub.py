@@ -2,7 +2,6 @@
 fake Hub, and loaded back from it with `from_pretrained(repo_id)`, with and without hf_vssl installed."""
 
 import json
-import math
 import os
 import re
 import shutil
@@ -21,37 +20,39 @@ import yaml
 from huggingface_hub import ModelCard
 
 import hf_vssl
-from hf_vssl.evaluation.runner import write_results
-from hf_vssl.hub import (
-    load_eval_results,
-    main,
-    parse_eval_results,
-    push_folder,
-    render_model_card,
-    write_model_card,
-)
+from hf_vssl.evaluation.results import EvalRecord, EvalResults
+from hf_vssl.hub import main, push_folder, render_model_card, write_model_card
 
 from .conftest import TINY_BACKBONE, run_without_hf_vssl, tiny_config
 from .fake_hub import check_card_metadata, fake_hub_fixture, run_python, split_front_matter  # noqa: F401
 
 METHODS = sorted(hf_vssl.METHODS)
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = {
-    "dataset": "hf-vssl/synthetic-motion",
-    "dataset_name": "Synthetic motion",
-    "split": "test",
-    "linear_probe": {"top1": 61.5, "top5": 93.25},
-    "knn": {"top1": 55.0},
-    "retrieval": {"R@1": 40.125, "R@5": 71.0},
-}
+# Fractions as the protocols compute them; cards show percentages to one decimal.
+RESULTS = EvalResults.from_metrics(
+    {
+        "linear_probe/top1": 47 / 96,  # 48.958...% -> 49.0
+        "linear_probe/top5": 0.9,
+        "knn/top1": 0.55,
+        "retrieval/R@1": 1 / 3,
+        "retrieval/R@5": 0.71,
+    },
+    dataset="hf-vssl/synthetic-motion",
+    split="test",
+    measured_with="5 clips x center crop",
+)
+# A run_config.yaml as the training scripts write it (PretrainArguments), plus a secret a user might add.
 TRAIN_CONFIG = {
     "method": "mlfo",
-    "data": {"source": "synthetic", "num_frames": 8, "image_size": 32},
-    "optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 1e-5},
-    "num_epochs": 3,
-    "per_device_batch_size": 4,
+    "model": {"num_frames": 8, "image_size": 32},
+    "train_dir": "data/synthetic",
+    "num_train_epochs": 3,
+    "max_steps": -1,
+    "per_device_train_batch_size": 4,
+    "optimizer": "adam",
+    "learning_rate": 0.001,
     "mixed_precision": "no",
-    "hub": {"token": "hf_secret_value"},
+    "report_to": {"wandb_api_key": "hf_secret_value"},
 }
 
 
@@ -137,17 +138,21 @@ def test_measured_results_go_to_model_index_and_body_and_round_trip(saved_encode
         for r in loaded.data.eval_results
     }
     assert got == {
-        ("Linear probe top-1 accuracy", "accuracy", 61.5, "hf-vssl/synthetic-motion", "test"),
-        ("Linear probe top-5 accuracy", "accuracy", 93.25, "hf-vssl/synthetic-motion", "test"),
+        ("Linear probe top-1 accuracy", "accuracy", 49.0, "hf-vssl/synthetic-motion", "test"),
+        ("Linear probe top-5 accuracy", "accuracy", 90.0, "hf-vssl/synthetic-motion", "test"),
         ("kNN top-1 accuracy", "accuracy", 55.0, "hf-vssl/synthetic-motion", "test"),
-        ("Retrieval Recall@1", "recall", 40.125, "hf-vssl/synthetic-motion", "test"),
+        ("Retrieval Recall@1", "recall", 33.3, "hf-vssl/synthetic-motion", "test"),
         ("Retrieval Recall@5", "recall", 71.0, "hf-vssl/synthetic-motion", "test"),
     }
     assert loaded.data.model_name == "mlfo-tiny"
     assert sorted(loaded.data.metrics) == ["accuracy", "recall"]
     assert _card_yaml(content)["model-index"][0]["name"] == "mlfo-tiny"
-    assert "| Linear probe | Synthetic motion | test | top-1 accuracy | 61.5 |" in content
-    assert "| Retrieval | Synthetic motion | test | Recall@1 | 40.125 |" in content
+    row = "| Linear probe | hf-vssl/synthetic-motion | test | top-1 accuracy | 49.0 | 5 clips x center crop |"
+    assert row in content
+    assert (
+        "| Retrieval | hf-vssl/synthetic-motion | test | Recall@1 | 33.3 | 5 clips x center crop |" in content
+    )
+    assert "48.95" not in content and "33.33" not in content
     assert "Not evaluated" not in content
     assert check_card_metadata(content) == ([], [])
 
@@ -199,114 +204,33 @@ def test_classifier_card_loading_snippets_name_the_class_each_auto_class_returns
 
 def test_training_section_summarises_the_resolved_config_and_redacts_secrets(saved_encoders):
     text = render_model_card("mlfo", saved_encoders / "mlfo", model_id="o/m", train_config=TRAIN_CONFIG).text
-    assert "| Learning rate | `optimizer.lr` | 0.001 |" in text
-    assert "| Epochs | `num_epochs` | 3 |" in text
-    assert "| Training data | `data.source` | synthetic |" in text
-    assert "hf_secret_value" not in text and "token: <redacted>" in text
+    summary = text.split("<details>")[0]
+    assert "| `learning_rate` | 0.001 |" in summary
+    assert "| `num_train_epochs` | 3 |" in summary
+    assert "| `train_dir` | data/synthetic |" in summary
+    assert "max_steps" not in summary  # unset
+    assert "hf_secret_value" not in text and "wandb_api_key: <redacted>" in text
     bare = render_model_card(
         "mlfo", saved_encoders / "mlfo", model_id="o/m", dataset_name="org/k400-mini"
     ).text
     assert "No training configuration was given" in bare and "`org/k400-mini`" in bare
 
 
-def test_results_in_record_form_equal_nested_form(tmp_path):
-    records = {
-        "dataset": "d",
-        "results": [
-            {"protocol": "linear_probe", "metric": "top1", "value": 1.5, "split": "test"},
-            {"protocol": "retrieval", "metric": "R@1", "value": 2, "split": "test"},
-        ],
-    }
-    nested = {"dataset": "d", "split": "test", "linear_probe": {"top1": 1.5}, "retrieval": {"R@1": 2}}
-    assert parse_eval_results(records) == parse_eval_results(nested)
-    several = parse_eval_results([records, {"dataset": "e", "knn": {"top1": 3.0}}])
-    assert [r.dataset for r in several] == ["d", "d", "e"]
-    bare = [{**rec, "dataset": "d"} for rec in records["results"]]
-    assert parse_eval_results(bare) == parse_eval_results(records)
-    (tmp_path / "bare.json").write_text(json.dumps(bare))
-    (tmp_path / "nested.json").write_text(json.dumps({**nested, "dataset": "e"}))
-    from_files = parse_eval_results(load_eval_results([tmp_path / "bare.json", tmp_path / "nested.json"]))
-    assert from_files[:2] == parse_eval_results(records)
-    assert [(r.dataset, r.metric) for r in from_files[2:]] == [("e", "top1"), ("e", "R@1")]
-    with pytest.raises(ValueError, match="given twice"):  # the same number from two files
-        parse_eval_results(load_eval_results([tmp_path / "bare.json", tmp_path / "bare.json"]))
-
-
-def test_card_takes_the_results_file_that_evaluation_writes(tmp_path, capsys):
-    results = tmp_path / "results.json"
-    write_results(
-        {
-            "pretrained": {"knn/top1": 0.41, "retrieval/R@1": 0.33},
-            "random init": {"knn/top1": 0.12, "retrieval/R@1": 0.05},
-        },
-        results,
-        dataset="data/validation",
-        split="validation",
+def test_fine_tuning_results_say_how_they_were_measured(saved_encoders):
+    record = EvalRecord("finetune", "top1", 0.805, "ucf101", "validation", "10 clips x three crops")
+    card = render_model_card(
+        "mlfo", saved_encoders / "mlfo", model_id="o/m", eval_results=EvalResults([record])
     )
-    folder = tmp_path / "mlfo"
-    _save_encoder("mlfo", folder)
-    argv = ["card", str(folder), "--model-id", "org/mlfo", "--results", str(results)]
-    for extra, expected in (([], (41.0, 33.0)), (["--variant", "random init"], (12.0, 5.0))):
-        assert main([*argv, *extra]) == 0
-        card = ModelCard.load(folder / "README.md")
-        assert {
-            (r.metric_name, r.metric_value, r.dataset_type, r.dataset_split) for r in card.data.eval_results
-        } == {
-            ("kNN top-1 accuracy", expected[0], "data/validation", "validation"),
-            ("Retrieval Recall@1", expected[1], "data/validation", "validation"),
-        }
-        assert check_card_metadata(card.content) == ([], [])
-    capsys.readouterr()
-    assert main([*argv, "--variant", "supervised"]) == 2
-    assert "('pretrained', 'random init') and none for 'supervised'" in capsys.readouterr().err
-    # In Python, the loaded file as it is gives the card's default variant.
-    assert parse_eval_results(json.loads(results.read_text())) == parse_eval_results(
-        load_eval_results(results)
-    )
-
-
-@pytest.mark.parametrize(
-    "metric, metric_type, metric_name",
-    [
-        ("top1 (5 clips x ten crops)", "accuracy", "top-1 accuracy (5 clips x ten crops)"),
-        ("R@5 (center crop)", "recall", "Recall@5 (center crop)"),
-        ("mAP (3 clips)", "mAP", "mAP (3 clips)"),
-    ],
-)
-def test_qualified_metric_keeps_the_standard_type_and_the_qualifier_in_its_name(
-    metric, metric_type, metric_name, saved_encoders
-):
-    # The shape fine-tuning writes: {"finetune": {"top1 (5 clips x ten crops)": ...}}.
-    results = {"dataset": "ucf101", "split": "validation", "finetune": {metric: 80.5}}
-    card = render_model_card("mlfo", saved_encoders / "mlfo", model_id="o/m", eval_results=results)
     (result,) = card.data.eval_results
-    assert (result.metric_type, result.metric_name) == (metric_type, f"Fine-tuning {metric_name}")
-    assert card.data.metrics == [metric_type]
-    assert f"| Fine-tuning | ucf101 | validation | {metric_name} | 80.5 |" in card.text
-
-
-@pytest.mark.parametrize(
-    "bad, message",
-    [
-        ({"dataset": "d", "knn": {"top1": math.nan}}, "knn.top1"),
-        ({"dataset": "d", "knn": {"top1": "61%"}}, "knn.top1"),
-        ({"dataset": "d", "knn": {"top1": True}}, "knn.top1"),
-        ({"knn": {"top1": 50.0}}, "no dataset"),
-        ({"dataset": "d", "knn": 50.0}, "knn"),
-        ({"dataset": "d", "results": [{"metric": "top1", "value": 1.0}]}, "protocol"),
-        (
-            {
-                "dataset": "d",
-                "knn": {"top1": 1.0},
-                "results": [{"protocol": "knn", "metric": "top1", "value": 2.0}],
-            },
-            "twice",
-        ),
-    ],
-)
-def test_bad_results_are_rejected_with_the_key(bad, message):
-    with pytest.raises(ValueError, match=message):
-        parse_eval_results(bad, source="r.json")
+    assert (result.metric_type, result.metric_name, result.metric_value) == (
+        "accuracy",
+        "Fine-tuning top-1 accuracy",
+        80.5,
+    )
+    assert card.data.metrics == ["accuracy"]
+    assert (
+        "| Fine-tuning | ucf101 | validation | top-1 accuracy | 80.5 | 10 clips x three crops |" in card.text
+    )
 
 
 def test_card_errors_name_the_folder_and_the_mismatch(saved_encoders, tmp_path):
@@ -325,14 +249,11 @@ def test_cli_card_writes_readme_from_config_and_results_files(saved_encoders, tm
     folder = tmp_path / "hdc"
     _save_encoder("hdc", folder)
     (tmp_path / "run_config.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
-    (tmp_path / "linear.json").write_text(
-        json.dumps({"dataset": "ucf101", "split": "test", "linear_probe": {"top1": 12.5}})
-    )
-    (tmp_path / "knn.json").write_text(
-        json.dumps({"dataset": "ucf101", "split": "test", "knn": {"top1": 10.0}})
-    )
+    linear = EvalResults.from_metrics({"linear_probe/top1": 0.125}, dataset="ucf101", split="test")
+    knn = EvalResults.from_metrics({"knn/top1": 0.1}, dataset="ucf101", split="test")
+    files = [str(linear.save(tmp_path / "linear.json")), str(knn.save(tmp_path / "knn.json"))]
     argv = ["card", str(folder), "--model-id", "org/hdc-tiny", "--config", str(tmp_path / "run_config.yaml")]
-    assert main([*argv, "--results", str(tmp_path / "linear.json"), str(tmp_path / "knn.json")]) == 0
+    assert main([*argv, "--results", *files]) == 0
     assert capsys.readouterr().out.strip() == str(folder / "README.md")
     card = ModelCard.load(folder / "README.md")
     assert {(r.metric_name, r.metric_value) for r in card.data.eval_results} == {
@@ -340,10 +261,13 @@ def test_cli_card_writes_readme_from_config_and_results_files(saved_encoders, tm
         ("kNN top-1 accuracy", 10.0),
     }
     assert 'from_pretrained("org/hdc-tiny", trust_remote_code=True)' in card.text
+    assert check_card_metadata(card.content) == ([], [])
 
-    (tmp_path / "bad.json").write_text('{"dataset": "ucf101", "knn": {"top1": "n/a"}}')
+    assert main(["card", str(folder), "--results", files[1], files[1]]) == 2  # the same number twice
+    assert "is given twice" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(knn.to_json().replace("0.1", '"n/a"'))
     assert main(["card", str(folder), "--results", str(tmp_path / "bad.json")]) == 2
-    assert "bad.json" in capsys.readouterr().err
+    assert "bad.json: results[0]" in capsys.readouterr().err
     assert main(["card", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -514,7 +438,7 @@ def test_push_then_load_from_the_hub_without_hf_vssl_gives_the_same_outputs(fake
     # The pushed README carries the measured results in its YAML.
     pushed_card = ModelCard(files["README.md"].content.decode())
     assert {(r.metric_name, r.metric_value) for r in pushed_card.data.eval_results} >= {
-        ("Linear probe top-1 accuracy", 61.5),
+        ("Linear probe top-1 accuracy", 49.0),
         ("Retrieval Recall@5", 71.0),
     }
 

@@ -68,8 +68,12 @@ def reference_sinkhorn(scores, epsilon=0.05, iterations=3):
     return (q * n).T
 
 
-def reference_terms(model, pixel_values, epoch):
-    """Every MLFO term of METHODS.md §1, with explicit loops over videos, clips, time steps and candidates."""
+def reference_terms(model, pixel_values, epoch, past_scores=None):
+    """Every MLFO term of METHODS.md §1, with explicit loops over videos, clips, time steps and candidates.
+
+    `past_scores` `[M, 2K]`: the scores of the earlier steps in the order they were pushed (the logit queue's
+    history), for the codes from epoch `logit_queue_start_epoch` on.
+    """
     config = model.config
     n = pixel_values.shape[0]
     stages = model.mlfo(pixel_values.flatten(0, 1), output_hidden_states=True).hidden_states
@@ -151,8 +155,9 @@ def reference_terms(model, pixel_values, epoch):
     k = config.num_prototypes
     pool_a, pool_b = logits_a.detach(), logits_b.detach()
     if epoch >= config.logit_queue_start_epoch:
-        past = model.logit_queue.valid_keys().to(logits.dtype)
-        pool_a, pool_b = torch.cat([past[:, :k], pool_a]), torch.cat([past[:, k:], pool_b])
+        # The code's FIFO of `logit_queue_size` rows, into which the batch is pushed before it is read.
+        fifo = torch.cat([past_scores, torch.cat([pool_a, pool_b], dim=1)])[-config.logit_queue_size :]
+        pool_a, pool_b = fifo[:, :k], fifo[:, k:]
     codes_a = reference_sinkhorn(pool_a)[-n:]
     codes_b = reference_sinkhorn(pool_b)[-n:]
     prototype = 0.0
@@ -207,20 +212,22 @@ TERMS = [
 ]
 
 
-@pytest.mark.parametrize("epoch, num_frames", [(0, 16), (25, 16), (25, 24)])
-def test_every_term_matches_the_reference_in_value_and_gradient(epoch, num_frames):
+@pytest.mark.parametrize("epoch, num_frames, num_past", [(0, 16, 6), (25, 16, 13), (25, 24, 2)])
+def test_every_term_matches_the_reference_in_value_and_gradient(epoch, num_frames, num_past):
     # 24 frames: the levels hold 12 / 6 / 3 time steps and are pooled to 8 / 4 / 2 (uneven bins).
     model = tiny_model()
     model.train()
-    # Past logits in the queue, so that from epoch 10 the codes depend on them.
-    model.logit_queue.enqueue(
-        torch.randn(6, 2 * 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    # Past logits in the queue of 8, so that from epoch 10 the codes depend on them: 13 pushed rows wrap it
+    # (Sinkhorn over the 3 current and the 5 newest past rows), 2 leave it filling (over 2 + 3 rows).
+    past_scores = torch.randn(
+        num_past, 2 * 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64
     )
+    model.logit_queue.enqueue(past_scores)
     model.set_epoch(epoch)
     pixel_values = views(num_frames=num_frames)
     params = [p for p in model.parameters()]
 
-    expected, expected_labels = reference_terms(model, pixel_values, epoch)
+    expected, expected_labels = reference_terms(model, pixel_values, epoch, past_scores)
     output = model(pixel_values)
     for name in TERMS:
         torch.testing.assert_close(
@@ -317,6 +324,39 @@ def test_logit_queue_joins_the_codes_from_epoch_ten():
             losses[epoch, fill] = model(pixel_values).prototype_loss.item()
     assert losses[9, 0] == losses[9, 1]
     assert losses[10, 0] != losses[10, 1]
+
+
+@pytest.mark.parametrize("num_videos", [3, 8, 11])
+def test_sinkhorn_runs_over_the_fifo_window_of_queue_size_rows(monkeypatch, num_videos):
+    """From epoch 10 the codes come from `logit_queue_size` rows: the batch and the newest past rows, as in the
+    code's FIFO that is updated before it is read. Step by step from an empty queue (3 videos a step, queue of
+    8): 3 rows (nothing past), 6, then 8 = 3 current + 5 newest past, with the queue's storage wrapped; a batch
+    as large as the queue or larger runs alone. The rows are compared in order, the code's (oldest first, the
+    batch last): Sinkhorn is permutation-equivariant over rows only up to rounding, the choice of rows is exact.
+    """
+    import hf_vssl.modeling_mlfo as modeling_mlfo
+
+    pools = []
+
+    def recording_sinkhorn(scores, *args):
+        pools.append(scores.clone())
+        return modeling_sinkhorn(scores, *args)
+
+    modeling_sinkhorn = modeling_mlfo.sinkhorn
+    monkeypatch.setattr(modeling_mlfo, "sinkhorn", recording_sinkhorn)
+    model = tiny_model(use_motion_contrast=False, use_timestamp_alignment=False, use_graph=False)
+    model.train()
+    model.set_epoch(10)
+    pushed = torch.zeros(0, 20, dtype=torch.float64)  # every step's current rows, in the order pushed
+    for step in range(4):
+        pools.clear()
+        model(views(num_videos=num_videos, seed=step))
+        pool = torch.cat(pools, dim=1)  # the A and B halves, side by side as the queue holds them
+        current = pool[-num_videos:]
+        assert pool.shape[0] == min(num_videos * (step + 1), max(8, num_videos)), step
+        assert torch.equal(pool, torch.cat([pushed, current])[-max(8, num_videos) :]), step
+        assert torch.equal(model.logit_queue.newest(num_videos), current[-8:])  # then pushed, in training
+        pushed = torch.cat([pushed, current])
 
 
 def test_training_fills_the_logit_queue_with_every_videos_scores():

@@ -1,7 +1,7 @@
 """hf_vssl's image / video processors and pipelines, on real encoded videos written with PyAV.
 
-Covers: uniform frame sampling over whole files (MP4/h264 and WebM/VP9, whose header stores no frame count),
-equivalence to a slow per-frame PIL reference, every input layout, clear errors naming bad files, save/load and
+Covers: the evaluation recipe's clip sampling over whole files (MP4/h264 and WebM/VP9, whose header stores no
+frame count), equivalence to a slow per-frame PIL reference of its crop-then-resize, every input layout, clear errors naming bad files, save/load and
 the Auto classes, ``pipeline("video-classification")`` in-process, through the image-processor fallback and via
 remote code in a process where hf_vssl cannot be imported, and the ``"video-feature-extraction"`` pipeline
 against a direct model call.
@@ -27,8 +27,8 @@ from hf_vssl.pipelines import VIDEO_FEATURE_EXTRACTION, VideoFeatureExtractionPi
 from hf_vssl.video_processing_vssl import (
     VideoDecodeError,
     VideoSSLVideoProcessor,
+    clip_frame_indices,
     read_video,
-    sample_frame_indices,
 )
 
 from .conftest import tiny_config
@@ -39,6 +39,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 LABELS = {0: "walk", 1: "run", 2: "jump"}
 NUM_FRAMES = 8  # the tiny model's clip length
 SIZE = 32  # the tiny model's resolution
+STRIDE = 2  # the training stride
+CLIPS = 2  # clips per video
 CODECS = {"mp4": "libx264", "webm": "libvpx-vp9"}
 
 
@@ -67,7 +69,13 @@ def clips(tmp_path_factory):
 
 def _processors():
     return (
-        VideoSSLVideoProcessor(num_frames=NUM_FRAMES, size={"shortest_edge": SIZE}, crop_size=SIZE),
+        VideoSSLVideoProcessor(
+            num_frames=NUM_FRAMES,
+            frame_stride=STRIDE,
+            num_clips=CLIPS,
+            size={"shortest_edge": SIZE},
+            crop_size=SIZE,
+        ),
         VideoSSLImageProcessor(size={"shortest_edge": SIZE}, crop_size=SIZE),
     )
 
@@ -87,20 +95,26 @@ def checkpoint(tmp_path_factory):
 # ----------------------------------------------------------------------------------------------------------
 # Frame sampling and decoding
 # ----------------------------------------------------------------------------------------------------------
-def test_sample_frame_indices_cover_the_whole_video():
-    assert sample_frame_indices(16, 16).tolist() == list(range(16))
-    assert sample_frame_indices(40, 8).tolist() == [2, 7, 12, 17, 22, 27, 32, 37]  # segment centres
-    assert sample_frame_indices(1, 4).tolist() == [0, 0, 0, 0]
-    short = sample_frame_indices(3, 8)  # shorter than requested: repeats, in order, every frame used
-    assert short.tolist() == sorted(short.tolist()) and set(short.tolist()) == {0, 1, 2}
+def test_clip_frame_indices_spread_clips_at_the_training_stride():
+    # clips keep the stride (the model's playback rate); their starts go from the first to the last possible one
+    assert clip_frame_indices(40, 4, 2, 3).tolist() == [[0, 2, 4, 6], [17, 19, 21, 23], [33, 35, 37, 39]]
+    assert clip_frame_indices(40, 4, 2, 1).tolist() == [[16, 18, 20, 22]]  # one clip: centred
+    assert clip_frame_indices(16, 16, 1, 1).tolist() == [list(range(16))]
+    assert clip_frame_indices(5, 4, 2, 2).tolist() == [[0, 2, 4, 4]] * 2  # too short: the last frame repeats
     with pytest.raises(ValueError, match="0 frames"):
-        sample_frame_indices(0, 8)
+        clip_frame_indices(0, 8)
+    with pytest.raises(ValueError, match="frame_stride"):
+        clip_frame_indices(10, 8, 0)
 
 
 @pytest.mark.parametrize("ext", list(CODECS))
-def test_read_video_samples_uniformly_over_the_whole_file(index_videos, ext):
+def test_read_video_samples_clips_over_the_whole_file(index_videos, ext):
     path = index_videos[ext]
-    assert read_index(read_video(path, 8)).tolist() == sample_frame_indices(40, 8).tolist()
+    clips = read_video(path, 4, frame_stride=2, num_clips=3)
+    assert clips.shape == (3, 4, 64, 80, 3)
+    assert (
+        read_index(clips.reshape(12, 64, 80, 3)).tolist() == clip_frame_indices(40, 4, 2, 3).ravel().tolist()
+    )
     every_frame = read_video(path)
     assert every_frame.shape == (40, 64, 80, 3) and every_frame.dtype == np.uint8
     assert read_index(every_frame).tolist() == list(range(40))
@@ -119,8 +133,8 @@ def test_truncated_video_is_sampled_over_the_frames_that_decode(tmp_path):
     truncated = write_bad_files(tmp_path)["truncated"]
     decodable = read_index(read_video(truncated)).tolist()
     assert 0 < len(decodable) < 60 and decodable == list(range(len(decodable)))
-    sampled = read_index(read_video(truncated, 8)).tolist()
-    assert sampled == sample_frame_indices(len(decodable), 8).tolist()
+    sampled = read_index(read_video(truncated, 8)[0]).tolist()
+    assert sampled == clip_frame_indices(len(decodable), 8)[0].tolist()
 
 
 @pytest.mark.parametrize(
@@ -151,23 +165,32 @@ def test_empty_bytes_are_rejected():
 # The clip transform
 # ----------------------------------------------------------------------------------------------------------
 def _pil_reference(video: np.ndarray, size: dict, crop: int | None) -> np.ndarray:
-    """The slow way, one PIL image at a time: resize (bilinear), crop, rescale, normalise -> [T, C, h, w]."""
+    """The slow way, one PIL image at a time, as the evaluation recipe reads: the crop of the frame resized by
+    `size`, cut in source pixels (rounded to whole pixels) and resized alone (bilinear); rescale, normalise."""
     frames = []
     for array in video:
         image = Image.fromarray(array)
         width, height = image.size
-        if "shortest_edge" in size:
-            short = size["shortest_edge"]
-            if height <= width:
-                new_height, new_width = short, int(short * width / height)
+        if crop is None:
+            if "shortest_edge" in size:
+                short = size["shortest_edge"]
+                if height <= width:
+                    out_height, out_width = short, int(short * width / height)
+                else:
+                    out_height, out_width = int(short * height / width), short
             else:
-                new_height, new_width = int(short * height / width), short
+                out_height, out_width = size["height"], size["width"]
+            box = (0, 0, width, height)
         else:
-            new_height, new_width = size["height"], size["width"]
-        image = image.resize((new_width, new_height), Image.BILINEAR)
-        if crop is not None:
-            top, left = (new_height - crop) // 2, (new_width - crop) // 2
-            image = image.crop((left, top, left + crop, top + crop))
+            if "shortest_edge" in size:
+                scale_y = scale_x = size["shortest_edge"] / min(height, width)
+            else:
+                scale_y, scale_x = size["height"] / height, size["width"] / width
+            box_width, box_height = crop / scale_x, crop / scale_y
+            left, top = (width - box_width) / 2, (height - box_height) / 2
+            box = tuple(int(np.floor(v + 0.5)) for v in (left, top, left + box_width, top + box_height))
+            out_height = out_width = crop
+        image = image.crop(box).resize((out_width, out_height), Image.BILINEAR)
         pixels = np.asarray(image, dtype=np.float64) / 255.0
         frames.append(((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
     return np.stack(frames)
@@ -180,6 +203,7 @@ def _pil_reference(video: np.ndarray, size: dict, crop: int | None) -> np.ndarra
         ((6, 121, 77), {"shortest_edge": 50}, 40),  # shrink, portrait, odd sizes
         ((6, 30, 40), {"shortest_edge": 64}, 48),  # enlarge
         ((6, 64, 64), {"shortest_edge": 64}, 64),  # identity
+        ((6, 90, 120), {"height": 45, "width": 70}, 40),  # exact size, then a crop
         ((6, 90, 120), {"height": 45, "width": 70}, None),  # exact size, no crop
     ],
 )
@@ -190,7 +214,7 @@ def test_processor_matches_a_per_frame_pil_reference(shape, size, crop):
     assert pixel_values.dtype == torch.float32
     reference = _pil_reference(video, size, crop)
     assert pixel_values.shape == (1, *reference.shape)
-    # PIL rounds each resized frame to uint8; the processor keeps floats: at most ~1 grey level apart
+    # both round each resized frame to uint8, with their own fixed-point kernels: at most 1 grey level apart
     difference = np.abs(pixel_values[0].numpy() - reference) * IMAGENET_STD[None, :, None, None] * 255
     assert difference.max() < 1.01, difference.max()
 
@@ -206,18 +230,14 @@ def test_clip_is_resized_in_one_interpolate_call(monkeypatch):
     monkeypatch.setattr(image_processing_vssl.F, "interpolate", counting_interpolate)
     video = np.zeros((16, 72, 96, 3), dtype=np.uint8)
     VideoSSLImageProcessor()(video, return_tensors="pt")
-    assert calls == [(16, 3, 72, 96)]  # every frame at once, not a loop over frames
+    # every frame at once, not a loop over frames; only the crop's region, 112 * 72 / 128 = 63 pixels square
+    assert calls == [(16, 3, 63, 63)]
 
 
-def test_every_input_layout_gives_the_same_pixel_values(index_videos):
-    video_processor, image_processor = _processors()
-    decoded = read_video(index_videos["mp4"], NUM_FRAMES)  # [T, H, W, C] uint8
-    expected = video_processor(str(index_videos["mp4"]), return_tensors="pt")["pixel_values"]
-    assert expected.shape == (1, NUM_FRAMES, 3, SIZE, SIZE)
+def _layouts(decoded: np.ndarray) -> dict:
+    """One decoded video [T, H, W, C] uint8 in every input layout (value, or (value, call kwargs))."""
     tchw = torch.from_numpy(decoded).permute(0, 3, 1, 2)
-    layouts = {
-        "path object": index_videos["mp4"],
-        "bytes": index_videos["mp4"].read_bytes(),
+    return {
         "THWC array": decoded,
         "TCHW tensor": tchw,
         "TCHW array, explicit layout": (tchw.numpy(), {"input_data_format": "channels_first"}),
@@ -225,14 +245,32 @@ def test_every_input_layout_gives_the_same_pixel_values(index_videos):
         "HWC frames": list(decoded),
         "float THWC": (decoded.astype(np.float32), {}),
     }
+
+
+def _tolerance(layout: str) -> dict:
+    # uint8 frames are resized in uint8 (fixed-point weights, rounded, as the data engine on CPU), floats in
+    # float: about one grey level apart at most (1.005 measured on the index video's hard edges)
+    return {"rtol": 0, "atol": 1.5 / 255 / min(IMAGENET_STD)} if layout.startswith("float") else {}
+
+
+def test_every_input_layout_gives_the_same_pixel_values(index_videos):
+    video_processor, image_processor = _processors()
+    path = index_videos["mp4"]
+    expected = video_processor(str(path), return_tensors="pt")["pixel_values"]
+    assert expected.shape == (1, CLIPS, NUM_FRAMES, 3, SIZE, SIZE)
+    layouts = {"path object": path, "bytes": path.read_bytes(), **_layouts(read_video(path))}
     for name, value in layouts.items():
         value, kwargs = value if isinstance(value, tuple) else (value, {})
         actual = video_processor(value, return_tensors="pt", **kwargs)["pixel_values"]
-        torch.testing.assert_close(actual, expected, msg=f"video processor, {name}")
-        if not isinstance(value, (bytes, str)) and not hasattr(value, "__fspath__"):
-            actual = image_processor(value, return_tensors="pt", **kwargs)["pixel_values"]
-            torch.testing.assert_close(actual, expected, msg=f"image processor, {name}")
-    gray = video_processor(decoded[..., :1], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(actual, expected, msg=f"video processor, {name}", **_tolerance(name))
+    # the image processor takes the frames as chosen: one clip, as the video processor's one-clip views
+    one_clip = video_processor(str(path), num_clips=1, return_tensors="pt")["pixel_values"]
+    assert one_clip.shape == (1, NUM_FRAMES, 3, SIZE, SIZE)
+    for name, value in _layouts(read_video(path, NUM_FRAMES, STRIDE)[0]).items():
+        value, kwargs = value if isinstance(value, tuple) else (value, {})
+        actual = image_processor(value, return_tensors="pt", **kwargs)["pixel_values"]
+        torch.testing.assert_close(actual, one_clip, msg=f"image processor, {name}", **_tolerance(name))
+    gray = video_processor(read_video(path)[..., :1], return_tensors="pt")["pixel_values"]
     assert gray.shape == expected.shape  # grayscale is repeated to RGB
 
 
@@ -240,11 +278,14 @@ def test_batches_shapes_and_return_types(clips):
     video_processor, image_processor = _processors()
     paths = [clips["mp4"], clips["webm"]]
     batch = video_processor(paths, return_tensors="pt")["pixel_values"]
-    assert batch.shape == (2, NUM_FRAMES, 3, SIZE, SIZE) and batch.dtype == torch.float32
+    assert batch.shape == (2, CLIPS, NUM_FRAMES, 3, SIZE, SIZE) and batch.dtype == torch.float32
     for i, path in enumerate(paths):
         torch.testing.assert_close(video_processor(path, return_tensors="pt")["pixel_values"][0], batch[i])
-    arrays = [read_video(path, NUM_FRAMES) for path in paths]
-    torch.testing.assert_close(image_processor(arrays, return_tensors="pt")["pixel_values"], batch)
+    arrays = [read_video(path, NUM_FRAMES, STRIDE)[0] for path in paths]
+    torch.testing.assert_close(
+        image_processor(arrays, return_tensors="pt")["pixel_values"],
+        video_processor(paths, num_clips=1, return_tensors="pt")["pixel_values"],
+    )
     as_numpy = video_processor(paths, return_tensors="np")["pixel_values"]
     assert isinstance(as_numpy, np.ndarray) and as_numpy.shape == tuple(batch.shape)
     as_list = video_processor(paths, do_sample_frames=False)["pixel_values"]  # every frame, lengths differ
@@ -254,8 +295,11 @@ def test_batches_shapes_and_return_types(clips):
     override = video_processor(
         paths[0], num_frames=4, crop_size={"height": 24, "width": 30}, return_tensors="pt"
     )
-    assert override["pixel_values"].shape == (1, 4, 3, 24, 30)
-    five_d = video_processor(np.stack([arrays[0]] * 2), do_sample_frames=False, return_tensors="pt")
+    assert override["pixel_values"].shape == (1, CLIPS, 4, 3, 24, 30)
+    ten = video_processor(paths[0], spatial_crops="ten", return_tensors="pt")["pixel_values"]
+    assert ten.shape == (1, CLIPS * 10, NUM_FRAMES, 3, SIZE, SIZE)  # clip-major: 10 crops of clip 0, then 1
+    torch.testing.assert_close(ten[0, 9], ten[0, 4].flip(-1))  # the centre crop and its mirror
+    five_d = video_processor(np.stack([read_video(paths[0])] * 2), return_tensors="pt")
     torch.testing.assert_close(five_d["pixel_values"], batch[[0, 0]])
 
 
@@ -276,6 +320,9 @@ def test_array_sampling_matches_file_sampling(index_videos):
         ({"resample": 1}, "resample"),
         ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
         ({"num_frames": -2}, "num_frames"),
+        ({"num_clips": 0}, "num_clips"),
+        ({"frame_stride": 1.5}, "frame_stride"),
+        ({"spatial_crops": "four"}, "spatial_crops"),
     ],
 )
 def test_bad_parameters_are_rejected_by_name(kwargs, message):
@@ -320,6 +367,11 @@ def test_save_pretrained_ships_code_and_auto_map(tmp_path, clips):
     assert video_config["video_processor_type"] == "VideoSSLVideoProcessor"
     assert image_config["image_processor_type"] == "VideoSSLImageProcessor"
     assert video_config["num_frames"] == NUM_FRAMES and video_config["size"] == {"shortest_edge": SIZE}
+    assert (video_config["num_clips"], video_config["frame_stride"], video_config["spatial_crops"]) == (
+        CLIPS,
+        STRIDE,
+        "center",
+    )
 
     reloaded = VideoSSLVideoProcessor.from_pretrained(tmp_path)
     expected = video_processor(clips["mp4"], return_tensors="pt")["pixel_values"]
@@ -395,7 +447,7 @@ def test_remote_code_pipeline_without_hf_vssl(checkpoint, clips, tmp_path, no_hf
             pixel_values = video_processor(path, return_tensors="pt")["pixel_values"]
             expected[ext] = {"pixel_values": pixel_values, "probs": model(pixel_values).logits.softmax(-1)[0]}
     torch.save(expected, tmp_path / "expected.pt")
-    frames = list(read_video(clips["mp4"], NUM_FRAMES))
+    frames = list(read_video(clips["mp4"], NUM_FRAMES)[0])
     expected_images = image_processor(frames, return_tensors="pt")["pixel_values"]
     torch.save(expected_images, tmp_path / "expected_images.pt")
     np.save(tmp_path / "frames.npy", np.stack(frames))
@@ -469,9 +521,13 @@ def test_feature_extraction_pipeline_matches_a_direct_model_call(checkpoint, cli
 
 def test_feature_extraction_pipeline_with_only_an_image_processor(checkpoint, clips):
     encoder = hf_vssl.MLFOModel.from_pretrained(checkpoint)
-    video_processor, image_processor = _processors()
+    _, image_processor = _processors()
     extractor = pipeline(VIDEO_FEATURE_EXTRACTION, model=encoder, image_processor=image_processor)
     assert extractor.video_processor is None
+    # the image processor's transform with the default clip sampling, through the one video loader
+    video_processor = VideoSSLVideoProcessor(
+        num_frames=NUM_FRAMES, size={"shortest_edge": SIZE}, crop_size=SIZE
+    )
     with torch.no_grad():
         expected = encoder(**video_processor(clips["webm"], return_tensors="pt")).pooler_output[0]
     torch.testing.assert_close(extractor(str(clips["webm"]), return_tensors=True), expected)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from hf_vssl.data.synthetic import write_synthetic_shards, write_synthetic_videos
+from hf_vssl.evaluation.results import EvalResults
 from hf_vssl.train.arguments import PretrainArguments, parse_arguments
 
 from .fake_hub import fake_hub_fixture  # noqa: F401
@@ -351,12 +353,15 @@ def test_pretrain_pushes_a_loadable_repo_with_measured_results(
         ],
         env=hub_env,
     )  # fmt: skip
-    card = (out / "final" / "README.md").read_text()
-    metadata = yaml.safe_load(card.split("---")[1])
-    metrics = [m for entry in metadata["model-index"] for r in entry["results"] for m in r["metrics"]]
-    measured = json.loads(json.dumps(metrics))
-    assert any("R@1" in m["name"] or "kNN" in m["name"] or "knn" in m["name"].lower() for m in measured), (
-        measured
+    # the end-of-run kNN and retrieval results: in results.json and, rounded, on the card
+    records = EvalResults.load(out / "results.json")
+    assert {(r.protocol, r.measured_with) for r in records} == {
+        ("knn", "2 clips x center crop"),
+        ("retrieval", "2 clips x center crop"),
+    }
+    card = ModelCard.load(out / "final" / "README.md")
+    assert sorted((r.metric_name, r.metric_value) for r in card.data.eval_results) == sorted(
+        (f"{r.protocol_name} {r.metric_name}", round(100 * r.value, 1)) for r in records
     )
 
     import torch
@@ -398,8 +403,16 @@ def test_finetune_ends_in_a_classifier_the_pipeline_loads(tmp_path, tiny_data):
         ]
     )  # fmt: skip
     assert "Fine-tuned top-1 accuracy" in result.stdout
-    results = json.loads((out / "results.json").read_text())
-    assert 0 <= next(iter(results["finetune"].values())) <= 100
+    (record,) = EvalResults.load(out / "results.json")
+    assert (record.protocol, record.metric, record.split) == ("finetune", "top1", "validation")
+    assert record.measured_with == "2 clips x three crops" and 0 <= record.value <= 1
+    assert (
+        f"Fine-tuned top-1 accuracy on {tiny_data['validation']}: {100 * record.value:.1f}%" in result.stdout
+    )
+    card = ModelCard.load(out / "final" / "README.md")
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [
+        ("Fine-tuning top-1 accuracy", round(100 * record.value, 1))
+    ]
     from transformers import pipeline
 
     classifier = pipeline("video-classification", model=str(out / "final"))
@@ -407,6 +420,54 @@ def test_finetune_ends_in_a_classifier_the_pipeline_loads(tmp_path, tiny_data):
     predictions = classifier(str(video), top_k=4)
     assert {p["label"] for p in predictions} == {"down", "left", "right", "up"}
     assert abs(sum(p["score"] for p in predictions) - 1) < 1e-4
+
+
+def test_the_results_evaluate_writes_render_into_a_card_with_the_numbers_computed(tmp_path, tiny_data):
+    import torch
+
+    import hf_vssl
+    from hf_vssl.evaluation.runner import evaluate_encoder
+    from hf_vssl.hub import main as hub_main
+
+    encoder_dir = tmp_path / "encoder"
+    torch.manual_seed(0)
+    hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
+    results_file = tmp_path / "results.json"
+    _run(
+        [
+            sys.executable, str(EVALUATE), "--model_name_or_path", str(encoder_dir), "--train_dir", str(tiny_data["train"]),
+            "--validation_dir", str(tiny_data["validation"]), "--protocols", "knn", "retrieval", "--num_clips", "2",
+            "--dataloader_num_workers", "0", "--output_json", str(results_file), "--dataset", "tiny-motion",
+        ]
+    )  # fmt: skip
+    # The same evaluation in this process, without the results file or the card code.
+    encoder = hf_vssl.MLFOModel.from_pretrained(encoder_dir, dtype=torch.float32).eval()
+    computed = evaluate_encoder(
+        encoder,
+        str(tiny_data["train"]),
+        str(tiny_data["validation"]),
+        protocols=("knn", "retrieval"),
+        num_frames=16,
+        image_size=32,
+        num_clips=2,
+        num_workers=0,
+    )
+    assert hub_main(["card", str(encoder_dir), "--model-id", "org/tiny", "--results", str(results_file)]) == 0
+    card = ModelCard.load(encoder_dir / "README.md")
+    names = {
+        "knn/top1": "kNN top-1 accuracy",
+        **{f"retrieval/R@{k}": f"Retrieval Recall@{k}" for k in (1, 5, 10, 20, 50)},
+    }
+    assert {(r.metric_name, r.metric_value) for r in card.data.eval_results} == {
+        (names[key], round(100 * value, 1)) for key, value in computed.items()
+    }
+    assert {(r.dataset_type, r.dataset_split) for r in card.data.eval_results} == {
+        ("tiny-motion", "validation")
+    }
+    assert (
+        "| kNN | tiny-motion | validation | top-1 accuracy |" in card.text
+        and "2 clips x center crop" in card.text
+    )
 
 
 def test_finetune_without_a_single_batch_fails_instead_of_publishing_an_untrained_model(tmp_path, tiny_data):

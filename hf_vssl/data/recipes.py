@@ -19,13 +19,16 @@ recipe                    views along V                                  extras 
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
 
+from ..image_processing_vssl import SPATIAL_CROPS, crop_boxes
 from ..video_decoding import VideoInfo
+from ..video_processing_vssl import VideoSSLVideoProcessor, clip_frame_indices
 from .plans import ViewPlan, ViewRecipe
 from .sampling import ColorSpec, CropSpec, FrameGeometry, box_coverage, sample_color_params, sample_crop_box
 
@@ -376,12 +379,18 @@ class ClipViews(ViewRecipe):
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------------------------
-SPATIAL_CROPS = {"center": 1, "three": 3, "ten": 10}
+def _processor_default(name: str):
+    return field(default_factory=lambda: copy.deepcopy(getattr(VideoSSLVideoProcessor, name)))
 
 
 @dataclass(kw_only=True)
 class EvalViews(ViewRecipe):
     """Deterministic evaluation views: ``num_clips`` uniformly spaced clips x spatial crops, no colour aug.
+
+    This is the video processor saved with a checkpoint (:class:`~hf_vssl.VideoSSLVideoProcessor`), as a recipe
+    of the data engine: :meth:`from_processor` builds it from a processor, :meth:`to_processor` gives the
+    processor back, and the defaults are the processor's. Frame indices come from the processor's
+    ``clip_frame_indices`` and crop boxes from its ``crop_boxes``, so both paths render the same pixels.
 
     Each clip has ``num_frames`` frames at ``frame_stride``; clip starts are spread evenly from the first to
     the last possible start (one clip: centred). Videos shorter than a clip repeat their last frame. Frames are
@@ -390,11 +399,14 @@ class EvalViews(ViewRecipe):
     flipped). Views are clip-major: view ``c * n_crops + j`` is crop ``j`` of clip ``c``.
     """
 
-    num_clips: int = 10
-    num_frames: int = 16
-    frame_stride: int = 2
-    spatial_crops: str = "center"
-    resize_short_side: int = 128
+    num_clips: int = _processor_default("num_clips")
+    num_frames: int = _processor_default("num_frames")
+    frame_stride: int = _processor_default("frame_stride")
+    spatial_crops: str = _processor_default("spatial_crops")
+    resize_short_side: int = field(default_factory=lambda: VideoSSLVideoProcessor.size["shortest_edge"])
+    output_size: tuple[int, int] = field(
+        default_factory=lambda: tuple(VideoSSLVideoProcessor.crop_size[k] for k in ("height", "width"))
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -409,6 +421,54 @@ class EvalViews(ViewRecipe):
         if self.num_clips < 1 or self.num_frames < 1 or self.frame_stride < 1:
             raise ValueError(f"EvalViews needs num_clips, num_frames, frame_stride >= 1, got {self}")
 
+    @classmethod
+    def from_processor(cls, processor: VideoSSLVideoProcessor, **overrides) -> EvalViews:
+        """The recipe of a video processor (e.g. the one saved with a checkpoint), fields overridable."""
+        if not (
+            processor.do_sample_frames
+            and processor.do_resize
+            and "shortest_edge" in processor.size
+            and processor.do_center_crop
+            and processor.do_rescale
+            and processor.rescale_factor == 1 / 255
+            and processor.do_normalize
+            and processor.resample == 2
+        ):
+            raise ValueError(
+                "EvalViews renders clips of frames resized to a short side, cropped, bilinear, rescaled by 1/255 "
+                f"and normalised; this processor does otherwise: {processor.to_dict()}"
+            )
+        settings = dict(
+            num_clips=processor.num_clips,
+            num_frames=processor.num_frames,
+            frame_stride=processor.frame_stride,
+            spatial_crops=processor.spatial_crops,
+            resize_short_side=processor.size["shortest_edge"],
+            output_size=(processor.crop_size["height"], processor.crop_size["width"]),
+            mean=tuple(processor.image_mean),
+            std=tuple(processor.image_std),
+        )
+        return cls(**{**settings, **overrides})
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> EvalViews:
+        """The evaluation views for a model config's clip size: those of the video processor for that size."""
+        processor = VideoSSLVideoProcessor.for_clip_size(config.num_frames, config.image_size)
+        return cls.from_processor(processor, **overrides)
+
+    def to_processor(self) -> VideoSSLVideoProcessor:
+        """The video processor that renders these views (to save with a checkpoint evaluated with them)."""
+        return VideoSSLVideoProcessor(
+            num_clips=self.num_clips,
+            num_frames=self.num_frames,
+            frame_stride=self.frame_stride,
+            spatial_crops=self.spatial_crops,
+            size={"shortest_edge": self.resize_short_side},
+            crop_size={"height": self.output_size[0], "width": self.output_size[1]},
+            image_mean=list(self.mean),
+            image_std=list(self.std),
+        )
+
     @property
     def view_names(self) -> tuple[str, ...]:
         n = SPATIAL_CROPS[self.spatial_crops]
@@ -416,37 +476,21 @@ class EvalViews(ViewRecipe):
 
     def clip_starts(self, num_frames: int) -> np.ndarray:
         """``int64 [num_clips]`` first frame of every clip."""
-        last = max(0, num_frames - ((self.num_frames - 1) * self.frame_stride + 1))
-        if self.num_clips == 1:
-            return np.array([last // 2], dtype=np.int64)
-        return _round_half_up(np.linspace(0, last, self.num_clips))
+        return self.frame_indices(num_frames)[:, 0]
+
+    def frame_indices(self, num_frames: int) -> np.ndarray:
+        """``int64 [num_clips, num_frames]`` source frames of every clip (the processor's sampling)."""
+        return clip_frame_indices(num_frames, self.num_frames, self.frame_stride, self.num_clips)
 
     def crop_boxes(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes float64 [n, 4] in source pixels, flips bool [n])`` of the spatial crops."""
         scale = self.resize_short_side / min(height, width)
-        h, w = self.output_size[0] / scale, self.output_size[1] / scale
-        cx, cy = (width - w) / 2, (height - h) / 2
-        if self.spatial_crops == "center":
-            corners = [(cx, cy)]
-        elif self.spatial_crops == "three":
-            corners = (
-                [(0, cy), (cx, cy), (width - w, cy)]
-                if width >= height
-                else [(cx, 0), (cx, cy), (cx, height - h)]
-            )
-        else:
-            five = [(0, 0), (width - w, 0), (0, height - h), (width - w, height - h), (cx, cy)]
-            corners = five + five
-        boxes = np.array([[x, y, x + w, y + h] for x, y in corners], dtype=np.float64)
-        flips = np.zeros(len(corners), dtype=bool)
-        if self.spatial_crops == "ten":
-            flips[5:] = True
-        return boxes, flips
+        crop_height, crop_width = self.output_size[0] / scale, self.output_size[1] / scale
+        return crop_boxes(height, width, crop_height, crop_width, self.spatial_crops)
 
     def plan(self, info: VideoInfo, geometry: FrameGeometry, rng: np.random.Generator) -> ViewPlan:
         T = self.num_frames
-        starts = self.clip_starts(info.num_frames)
-        indices = np.minimum(starts[:, None] + np.arange(T)[None, :] * self.frame_stride, info.num_frames - 1)
+        indices = self.frame_indices(info.num_frames)
         boxes, crop_flips = self.crop_boxes(info.height, info.width)
         n_crops = len(boxes)
         canvas, source = geometry.snap(boxes)

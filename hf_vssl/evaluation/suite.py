@@ -2,7 +2,7 @@
 
 Result keys are stable, ``"<protocol>/<metric>"``: ``linear_probe/top1``, ``linear_probe/top5``, ``knn/top1``,
 ``retrieval/R@1`` ... ``retrieval/R@50``. Values are fractions in ``[0, 1]``; `format_results_table` shows
-percentages, and `nest_results` gives the nested percent form that `hf_vssl.hub` takes for model cards.
+percentages, and `EvalResults.from_metrics` (``results.py``) turns them into the records model cards render.
 """
 
 from collections.abc import Mapping, Sequence
@@ -70,23 +70,6 @@ def evaluate_features(
         )
         results.update({f"{protocol}/{metric}": value for metric, value in metrics.items()})
     return results
-
-
-def nest_results(
-    results: Mapping[str, float], scale: float = 100.0, digits: int = 2
-) -> dict[str, dict[str, float]]:
-    """``{"linear_probe/top1": 0.612}`` -> ``{"linear_probe": {"top1": 61.2}}`` (percent, ``digits`` decimals).
-
-    The nested form is what `hf_vssl.hub` reads as evaluation results for model cards (values copied as they
-    are, so the scaling to percent and the rounding of float32 noise happen here).
-    """
-    nested: dict[str, dict[str, float]] = {}
-    for key, value in results.items():
-        protocol, sep, metric = key.partition("/")
-        if not sep or not protocol or not metric:
-            raise ValueError(f"result key {key!r} is not of the form '<protocol>/<metric>'.")
-        nested.setdefault(protocol, {})[metric] = round(float(value) * scale, digits)
-    return nested
 
 
 def format_results_table(

@@ -217,6 +217,10 @@ def parse_arguments(argv: list[str] | None = None, cls=PretrainArguments, descri
     return arguments
 
 
+# The resolved run configuration every training script writes (into its output folder and its released model).
+RUN_CONFIG = "run_config.yaml"
+
+
 def save_arguments(arguments, path: str | Path) -> None:
     """Write the resolved run configuration (YAML), so every output says exactly how it was made."""
     Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(arguments.to_dict())), sort_keys=False))

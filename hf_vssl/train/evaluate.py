@@ -4,17 +4,26 @@
         --validation_dir data/validation --protocols linear_probe knn retrieval --output_json results.json
 
 Features are the encoder's pooled stage-4 output, averaged over ``num_clips`` uniformly spaced clips (and the
-spatial crops) of each video. ``--compare_random_init`` also evaluates the same architecture at random
-initialisation, the baseline any pretraining has to beat.
+spatial crops) of each video: the views of the checkpoint's saved video processor (the one its pipelines use),
+or the default processor for its clip size; ``--num_clips`` / ``--spatial_crops`` override them.
+``--compare_random_init`` also evaluates the same architecture at random initialisation, the baseline any
+pretraining has to beat.
+
+``--output_json`` receives the checkpoint's results (`hf_vssl.evaluation.results.EvalResults`), which
+``python -m hf_vssl.hub card DIR --results FILE`` puts on its model card; the random-initialisation baseline goes
+next to it, ``<name>.random_init.json``.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel
 
-from hf_vssl.evaluation.runner import evaluate_encoder, format_results_table, write_results
+from hf_vssl.evaluation.results import EvalResults, describe_views
+from hf_vssl.evaluation.runner import evaluate_encoder, evaluation_processor, format_results_table
 from hf_vssl.evaluation.suite import PROTOCOLS
+from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
 from .arguments import check_local_path, parse_arguments
 
@@ -26,8 +35,10 @@ class EvaluateArguments:
     validation_dir: str | None = None
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     output_json: str | None = None
-    num_clips: int = 5
-    spatial_crops: str = "center"
+    # how the results name the validation data (a Hub dataset id where there is one); default: validation_dir
+    dataset: str | None = None
+    num_clips: int | None = None  # None: the checkpoint's video processor's
+    spatial_crops: str | None = None
     per_device_eval_batch_size: int = 8
     dataloader_num_workers: int = 2
     compare_random_init: bool = False
@@ -62,31 +73,57 @@ def load_encoder(
     )
 
 
-def evaluate(args: EvaluateArguments) -> dict[str, dict[str, float]]:
+def load_evaluation_processor(
+    model_name_or_path: str, config, num_clips: int | None = None, spatial_crops: str | None = None
+) -> VideoSSLVideoProcessor:
+    """The checkpoint's video processor (the views that measured its card), or the default one for its clip
+    size when it has none; ``num_clips`` / ``spatial_crops`` override it."""
+    overrides = {
+        k: v for k, v in {"num_clips": num_clips, "spatial_crops": spatial_crops}.items() if v is not None
+    }
+    try:
+        return VideoSSLVideoProcessor.from_pretrained(model_name_or_path, **overrides)
+    except OSError:  # no video_preprocessor_config.json
+        return evaluation_processor(config.num_frames, config.image_size, num_clips, spatial_crops)
+
+
+def evaluate(args: EvaluateArguments) -> dict[str, EvalResults]:
+    """The results of the checkpoint ("pretrained") and, if asked, of its random initialisation ("random init")."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     variants = {"pretrained": False, **({"random init": True} if args.compare_random_init else {})}
     results = {}
+    processor = None
     for name, random_init in variants.items():
         encoder = (
             load_encoder(args.model_name_or_path, args.trust_remote_code, random_init, args.seed)
             .to(device)
             .eval()
         )
-        results[name] = evaluate_encoder(
+        if processor is None:
+            processor = load_evaluation_processor(
+                args.model_name_or_path, encoder.config, args.num_clips, args.spatial_crops
+            )
+        metrics = evaluate_encoder(
             encoder,
             args.train_dir,
             args.validation_dir,
             protocols=tuple(args.protocols),
-            num_frames=encoder.config.num_frames,
-            image_size=encoder.config.image_size,
-            num_clips=args.num_clips,
-            spatial_crops=args.spatial_crops,
+            processor=processor,
             batch_size=args.per_device_eval_batch_size,
             num_workers=args.dataloader_num_workers,
         )
-    print(format_results_table(results))
+        results[name] = EvalResults.from_metrics(
+            metrics,
+            dataset=args.dataset or args.validation_dir,
+            split="validation",
+            measured_with=describe_views(processor.num_clips, processor.spatial_crops),
+        )
+    print(format_results_table({name: r.metrics() for name, r in results.items()}))
     if args.output_json:
-        write_results(results, args.output_json, dataset=args.validation_dir, split="validation")
+        output = Path(args.output_json)
+        results["pretrained"].save(output)
+        if "random init" in results:
+            results["random init"].save(output.with_suffix(".random_init.json"))
     return results
 
 

@@ -9,7 +9,6 @@ protocol; testing averages the softmax over `num_test_clips` uniformly spaced cl
 model card, which `pipeline("video-classification", model=...)` loads.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +21,13 @@ from transformers import AutoModelForVideoClassification
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
+from hf_vssl.evaluation.classifier import multi_view_accuracy
+from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluation_recipe
 
-from .arguments import check_local_path, parse_arguments, save_arguments
-from .pretrain import all_processes_have_batch, save_processors
+from .arguments import RUN_CONFIG, check_local_path, parse_arguments, save_arguments
+from .collectives import all_processes_have_batch
+from .release import save_release
 
 
 @dataclass
@@ -68,26 +70,9 @@ class FinetuneArguments:
         return dict(vars(self))
 
 
-def multi_view_accuracy(model, loader, recipe, placement) -> float:
-    """Top-1 accuracy with the softmax averaged over every clip and crop of a video."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for batch in loader:
-            batch = placement.finish(batch, recipe)
-            pixel_values, labels = batch["pixel_values"], batch["labels"]
-            videos, views = pixel_values.shape[:2]
-            logits = model(pixel_values.flatten(0, 1)).logits.float()
-            probabilities = logits.softmax(dim=-1).view(videos, views, -1).mean(dim=1)
-            correct += int((probabilities.argmax(dim=-1) == labels).sum())
-            total += videos
-    model.train()
-    return correct / max(total, 1)
-
-
 def finetune(args: FinetuneArguments) -> Path:
     output_dir = Path(args.output_dir)
-    if (output_dir / "run_config.yaml").exists() and not args.overwrite_output_dir:
+    if (output_dir / RUN_CONFIG).exists() and not args.overwrite_output_dir:
         raise FileExistsError(f"{output_dir} holds another run; pass --overwrite_output_dir to replace it.")
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     set_seed(args.seed)
@@ -165,35 +150,27 @@ def finetune(args: FinetuneArguments) -> Path:
                 f"{args.per_device_train_batch_size} per process x {accelerator.num_processes} processes."
             )
 
-    unwrapped = accelerator.unwrap_model(model)
-    results = {}
     if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
         accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, placement)
-        results = {
-            "dataset": args.validation_dir,
-            "split": "validation",
-            "finetune": {f"top1 ({args.num_test_clips} clips x {args.test_crops} crops)": 100 * accuracy},
-        }
         print(f"Fine-tuned top-1 accuracy on {args.validation_dir}: {100 * accuracy:.1f}%")
-        final_dir = output_dir / "final"
-        unwrapped.save_pretrained(final_dir)
-        save_processors(unwrapped.config, final_dir)
-        save_arguments(args, output_dir / "run_config.yaml")
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-        from hf_vssl.hub import push_folder, write_model_card
-
-        write_model_card(
-            final_dir,
-            model_id=args.hub_model_id or output_dir.name,
-            train_config=json.loads(json.dumps(args.to_dict())),
-            eval_results=results,
-            dataset_name=args.train_dir,
-            base_model=args.model_name_or_path
-            if "/" in args.model_name_or_path and not Path(args.model_name_or_path).exists()
-            else None,
+        results = EvalResults.from_metrics(
+            {"finetune/top1": accuracy},
+            dataset=args.validation_dir,
+            split="validation",
+            measured_with=describe_views(args.num_test_clips, args.test_crops),
         )
-        if args.push_to_hub:
-            push_folder(final_dir, args.hub_model_id)
+        hub_id = "/" in args.model_name_or_path and not Path(args.model_name_or_path).exists()
+        save_release(
+            unwrapped,
+            output_dir,
+            args,
+            results,
+            dataset_name=args.train_dir,
+            base_model=args.model_name_or_path if hub_id else None,
+            evaluation_views={"num_clips": args.num_test_clips, "spatial_crops": args.test_crops},
+        )
+        save_arguments(args, output_dir / RUN_CONFIG)  # marks the folder as holding a run
     accelerator.wait_for_everyone()
     return output_dir / "final"
 

@@ -13,7 +13,6 @@ uninterrupted one.
 """
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -24,19 +23,22 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-import hf_vssl
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.sources import load_video_source, split_source_for_process
+from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
-from hf_vssl.evaluation.suite import nest_results
 from hf_vssl.methods import get_method
 
-from .arguments import PretrainArguments, parse_arguments, save_arguments
+from .arguments import RUN_CONFIG, PretrainArguments, parse_arguments, save_arguments
+from .collectives import all_processes_have_batch
+from .release import save_release
 from .tracking import build_trackers
 
 logger = get_logger(__name__)
+# Clips per video of the validation during and after pretraining: the views that measure the card's numbers,
+# saved as the checkpoint's video processor.
+VALIDATION_CLIPS = 2
 
-RUN_CONFIG = "run_config.yaml"
 STATE_FILE = "loop_state.json"
 
 
@@ -118,13 +120,6 @@ def loss_terms(output) -> dict[str, torch.Tensor]:
         for name, value in output.items()
         if "loss" in name and isinstance(value, torch.Tensor) and value.ndim == 0
     }
-
-
-def all_processes_have_batch(accelerator: Accelerator, has_batch: bool) -> bool:
-    """True while every process still has a batch: the epoch ends for all at once, so no process waits in a
-    collective its peers never reach (streams may split a few samples unevenly across processes)."""
-    flag = torch.tensor([1.0 if has_batch else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() == accelerator.num_processes)
 
 
 def train(args: PretrainArguments) -> Path:
@@ -329,7 +324,7 @@ def train(args: PretrainArguments) -> Path:
             and state.epoch % args.knn_monitor_epochs == 0
         ):
             results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn",))
-            accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
+            accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
         if total_steps is None and state.epoch >= args.num_train_epochs:
             finished = True
 
@@ -339,66 +334,49 @@ def train(args: PretrainArguments) -> Path:
     progress.close()
     if sample_keys is not None:
         sample_keys.close()
-    final_dir = output_dir / "final"
-    eval_results = None
+    results = None
     if args.validation_dir:
         results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn", "retrieval"))
-        accelerator.log({f"val/{k}": v for k, v in results.items()}, step=state.global_step)
-        eval_results = {"dataset": args.validation_dir, "split": "validation", **nest_results(results)}
+        accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
     if accelerator.is_main_process:
-        save_release(unwrapped, final_dir, args, eval_results)
+        save_release(
+            unwrapped.base_model,
+            output_dir,
+            args,
+            results,
+            dataset_name=args.dataset_name or args.train_dir,
+            evaluation_views={"num_clips": VALIDATION_CLIPS},
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return final_dir
+    return output_dir / "final"
 
 
-def evaluate_on_validation(args, accelerator, model, protocols) -> dict[str, float]:
-    """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory."""
-    results = evaluate_encoder(
+def evaluate_on_validation(
+    args, accelerator, model, protocols, num_clips: int = VALIDATION_CLIPS
+) -> EvalResults:
+    """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory
+    (on the main process; the others get no records)."""
+    metrics = evaluate_encoder(
         model.base_model,
         args.train_dir or args.dataset_name,
         args.validation_dir,
         protocols=protocols,
         num_frames=model.config.num_frames,
         image_size=model.config.image_size,
-        num_clips=2,
+        num_clips=num_clips,
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         train_split=args.dataset_split,
         accelerator=accelerator,
     )
     model.train()
-    return results
-
-
-def save_processors(config, directory: Path) -> None:
-    """The video and image processors matching a model's clip geometry (short side 128/112 of the crop)."""
-    short_side = round(config.image_size * 128 / 112)
-    hf_vssl.VideoSSLVideoProcessor(
-        num_frames=config.num_frames, size={"shortest_edge": short_side}, crop_size=config.image_size
-    ).save_pretrained(directory)
-    hf_vssl.VideoSSLImageProcessor(
-        size={"shortest_edge": short_side}, crop_size=config.image_size
-    ).save_pretrained(directory)
-
-
-def save_release(model, final_dir: Path, args, eval_results: dict | None = None) -> None:
-    """The encoder as a Hub-ready folder: weights, remote code, processors, the resolved config and a model card."""
-    from hf_vssl.hub import push_folder, write_model_card
-
-    encoder = model.base_model
-    encoder.save_pretrained(final_dir)
-    save_processors(encoder.config, final_dir)
-    save_arguments(args, final_dir / RUN_CONFIG)
-    write_model_card(
-        final_dir,
-        model_id=args.hub_model_id or final_dir.parent.name,
-        train_config=json.loads(json.dumps(args.to_dict())),
-        eval_results=eval_results,
-        dataset_name=args.dataset_name or args.train_dir,
+    return EvalResults.from_metrics(
+        metrics,
+        dataset=args.validation_dir,
+        split="validation",
+        measured_with=describe_views(num_clips, "center"),
     )
-    if args.push_to_hub:
-        push_folder(final_dir, args.hub_model_id)
 
 
 def main(argv: list[str] | None = None) -> None:
