@@ -737,3 +737,42 @@ def test_extract_features_across_two_processes(tmp_path):
         matched = torch.cdist(features, expected).argmin(dim=1)
         assert sorted(matched.tolist()) == list(range(7))
         torch.testing.assert_close(features, expected[matched])
+
+
+def test_linear_probe_equals_a_plain_loop_written_from_its_description():
+    """Full-batch probe against a hand-written float64 loop: standardise with the train statistics (biased
+    variance + 1e-5), L2-normalise, N(0, 0.01) weights from the seed, SGD with momentum and weight decay by
+    hand, learning rate / 10 after 60% and 80% of the epochs."""
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(24, 6, generator=generator, dtype=torch.float64)
+    labels = torch.arange(24) % 3
+    test = torch.randn(10, 6, generator=generator, dtype=torch.float64)
+    epochs, lr, decay, momentum = 10, 0.5, 1e-3, 0.9
+    probe = train_linear_probe(
+        train, labels, 3, epochs=epochs, lr=lr, weight_decay=decay, momentum=momentum, batch_size=None, seed=7
+    )
+
+    init = torch.Generator().manual_seed(7)
+    weight = torch.zeros(3, 6).normal_(0.0, 0.01, generator=init).double()  # drawn in float32, as nn.Linear
+    bias = torch.zeros(3, dtype=torch.float64)
+    mean, std = train.mean(0), (train.var(0, unbiased=False) + 1e-5).sqrt()
+
+    def normalise(x):
+        z = (x - mean) / std
+        return z / z.norm(dim=1, keepdim=True)
+
+    x, onehot = normalise(train), torch.nn.functional.one_hot(labels, 3).double()
+    velocity_w, velocity_b = torch.zeros_like(weight), torch.zeros_like(bias)
+    for epoch in range(epochs):
+        rate = lr * 0.1 ** sum(epoch >= m for m in (6, 8))
+        probs = torch.softmax(x @ weight.T + bias, dim=1)
+        grad_w = (probs - onehot).T @ x / len(x) + decay * weight
+        grad_b = (probs - onehot).sum(0) / len(x) + decay * bias
+        velocity_w = momentum * velocity_w + grad_w if epoch else grad_w
+        velocity_b = momentum * velocity_b + grad_b if epoch else grad_b
+        weight, bias = weight - rate * velocity_w, bias - rate * velocity_b
+
+    torch.testing.assert_close(probe.classifier.weight.detach(), weight, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        probe(test).detach(), normalise(test) @ weight.T + bias, rtol=1e-10, atol=1e-12
+    )

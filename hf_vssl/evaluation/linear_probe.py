@@ -97,7 +97,7 @@ def train_linear_probe(
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}.")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     probe = LinearProbeClassifier.from_train_features(train_features, num_classes, generator=generator)
-    probe = probe.to(train_features.device)
+    probe = probe.to(train_features.device, train_features.dtype)  # float64 features train a float64 probe
     optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     # the schedule steps once per epoch, so milestones are epoch indices
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
