@@ -19,7 +19,13 @@ from .configuration_hdc import HDCConfig
 from .configuration_mlfo import MLFOConfig
 from .configuration_vssl import VideoSSLConfig
 from .image_processing_vssl import VideoSSLImageProcessor
-from .modeling_ctrlaug import CtrlAugForVideoClassification, CtrlAugModel, CtrlAugPreTrainedModel
+from .modeling_ctrlaug import (
+    CtrlAugForPreTraining,
+    CtrlAugForVideoClassification,
+    CtrlAugModel,
+    CtrlAugPreTrainedModel,
+    CtrlAugPreTrainingOutput,
+)
 from .modeling_hdc import HDCForVideoClassification, HDCModel, HDCPreTrainedModel
 from .modeling_mlfo import (
     MLFOForPreTraining,
@@ -45,7 +51,9 @@ class MethodClasses(NamedTuple):
 
 METHODS = {
     "mlfo": MethodClasses(MLFOConfig, MLFOModel, MLFOForVideoClassification, MLFOForPreTraining),
-    "ctrlaug": MethodClasses(CtrlAugConfig, CtrlAugModel, CtrlAugForVideoClassification),
+    "ctrlaug": MethodClasses(
+        CtrlAugConfig, CtrlAugModel, CtrlAugForVideoClassification, CtrlAugForPreTraining
+    ),
     "hdc": MethodClasses(HDCConfig, HDCModel, HDCForVideoClassification),
 }
 
@@ -70,6 +78,8 @@ __all__ = [
     "BACKBONE_LAYOUTS",
     "METHODS",
     "CtrlAugConfig",
+    "CtrlAugForPreTraining",
+    "CtrlAugPreTrainingOutput",
     "CtrlAugForVideoClassification",
     "CtrlAugModel",
     "CtrlAugPreTrainedModel",
