@@ -284,7 +284,7 @@ def timestamp_alignment(
     at least one local step must pick those local steps among the video's M local steps (a soft target spread
     evenly over them):
 
-        loss = 1/2 ( mean_{i,m} CE(M_i[m, :], c_im) + mean_{(i,n) claimed} CE(M_i[:, n], uniform{m : c_im = n}) )
+        loss = 1/2 ( mean_{i,m} CE(M_i[m, :], c_im) + mean_i mean_{n claimed in i} CE(M_i[:, n], uniform{m : c_im = n}) )
 
     Without `slots`, `c_im = m` and M = T (MLFO: local step m is global step m, every global step is claimed once,
     and the second part is an ordinary CE with target n). With `slots`, several local steps may share a slot and a
@@ -344,8 +344,13 @@ def timestamp_alignment(
         claims = F.one_hot(slots, num_steps).to(logits.dtype).transpose(1, 2)  # [N, T, M]
         counts = claims.sum(dim=-1)  # [N, T]
         claimed = counts > 0
-        targets = (claims / counts.clamp_min(1)[..., None])[claimed]  # [claimed columns, M]
-        global_to_local = soft_target_cross_entropy(logits.transpose(1, 2)[claimed], targets)
+        targets = claims / counts.clamp_min(1)[..., None]
+        log_probs = F.log_softmax(logits.transpose(1, 2), dim=-1)  # [N, T, M]
+        per_column = -(targets * log_probs).sum(dim=-1)  # 0 for unclaimed columns
+        # Mean over a video's claimed columns, then over videos: every video weighs the same, so a batch split
+        # across processes averages to the loss of the whole batch.
+        per_video = per_column.sum(dim=1) / claimed.sum(dim=1)
+        global_to_local = per_video.mean()
         return 0.5 * (local_to_global + global_to_local)
 
 

@@ -174,14 +174,14 @@ def reference_terms(model, pixel_values, tubes):
             )  # [K S, T_G]
             for m, slot in enumerate(slots):
                 losses_rows.append(-torch.log_softmax(scores[m], dim=0)[slot])
+            columns = []  # every global step that is some local step's slot picks those local steps
             for t in range(t_g):
                 mine = [m for m, slot in enumerate(slots) if slot == t]
                 if mine:
                     log_p = torch.log_softmax(scores[:, t], dim=0)
-                    losses_cols.append(-sum(log_p[m] for m in mine) / len(mine))
-        terms["order_loss"] = 0.5 * (
-            sum(losses_rows) / len(losses_rows) + sum(losses_cols) / len(losses_cols)
-        )
+                    columns.append(-sum(log_p[m] for m in mine) / len(mine))
+            losses_cols.append(sum(columns) / len(columns))  # every video weighs the same
+        terms["order_loss"] = 0.5 * (sum(losses_rows) / len(losses_rows) + sum(losses_cols) / n)
         total = total + config.order_weight * terms["order_loss"]
 
     terms["loss"] = total
