@@ -3,7 +3,8 @@
 * inference: ``MLFOModel`` (hf_vssl's R3D-18, torchvision layout) against a plain-PyTorch torchvision-layout R3D-18
   (``tests/torchvision_video_resnet.py``) loaded with the same weights;
 * training: one ``MLFOForPreTraining`` step (3 views per video, every term of the objective) against the plain
-  forward + backward of the same backbone on the same 3 clips per video, i.e. what the objective costs on top.
+  forward + backward of the same backbone on the same 3 clips per video, i.e. what the objective costs on top;
+  the same for one ``CtrlAugForPreTraining`` step (global view + 2 local clips with their tubes, all four terms).
 
     python benchmarks/model_throughput.py [--batch-size 4] [--frames 16] [--size 112] [--repeats 5] [--device cpu]
 
@@ -77,11 +78,42 @@ def main() -> None:
     backbone_s = timed(backbone_step, args.repeats, device)
     step_s = timed(pretraining_step, args.repeats, device)
 
+    # ctrlaug: the global view and two local clips per video, each local clip's tube inside the global view.
+    ctrlaug = (
+        hf_vssl.CtrlAugForPreTraining(
+            hf_vssl.CtrlAugConfig(backbone="r3d", num_frames=frames, image_size=size)
+        )
+        .to(device)
+        .train()
+    )
+    tubes = torch.tensor([[0.0, 0.25, 0.1, 0.2, 0.6, 0.9], [0.5, 0.75, 0.4, 0.0, 1.0, 0.5]], device=device)
+    tubes = tubes.expand(batch, 2, 6)
+    ctrlaug_backbone = ctrlaug.ctrlaug.backbone
+
+    def ctrlaug_backbone_step():
+        ctrlaug_backbone(views.flatten(0, 1).transpose(1, 2))[-1].mean().backward()
+
+    def ctrlaug_step():
+        ctrlaug(views, tubes=tubes).loss.backward()
+
+    ctrlaug_backbone_s = timed(ctrlaug_backbone_step, args.repeats, device)
+    ctrlaug_step_s = timed(ctrlaug_step, args.repeats, device)
+
     rows = [
         ("inference: plain PyTorch R3D-18 (reference)", batch / plain_s, 1.0),
         ("inference: MLFOModel, same weights", batch / ours_s, plain_s / ours_s),
         ("training: backbone forward+backward, 3 clips/video (reference)", batch / backbone_s, 1.0),
         ("training: MLFOForPreTraining step, all terms", batch / step_s, backbone_s / step_s),
+        (
+            "training: ctrlaug backbone forward+backward, G + 2 local clips/video (reference)",
+            batch / ctrlaug_backbone_s,
+            1.0,
+        ),
+        (
+            "training: CtrlAugForPreTraining step, all terms",
+            batch / ctrlaug_step_s,
+            ctrlaug_backbone_s / ctrlaug_step_s,
+        ),
     ]
     print(f"device={device}, batch={batch} videos, clip={frames}x{size}x{size}, median of {args.repeats}\n")
     print("| run | videos/s | ratio to reference |\n|---|---:|---:|")
