@@ -5,7 +5,7 @@ consumer, so that every batch is already waiting when the main process asks for 
 then the cost of getting the batch across. The reference gives every tensor its own shared storage, as
 ``default_collate`` does: torch then hands each storage's file descriptor over on its own connection. The other
 rows stack every tensor into one block, sent either as a plain dict of views (the block crosses once: pickling
-sends each storage once) or as the :class:`~hf_vssl.data.views.SharedBatch` the loader uses (which also copies the
+sends each storage once) or as the :class:`~hf_vssl.data.batches.SharedBatch` the loader uses (which also copies the
 small entries out on arrival, so that they do not keep the block alive). Usage::
 
     python benchmarks/batch_transfer.py
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from hf_vssl.data.batches import collate_views
 from hf_vssl.data.loader import build_view_dataloader
 from hf_vssl.data.recipes import MLFOViews
-from hf_vssl.data.views import collate_views
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_throughput import write_videos  # noqa: E402

@@ -6,9 +6,9 @@ synthetic h264 videos:
 * **raw decode**: decode exactly the frames the recipe needs (its ``decode_indices``, drawn with the same seeds)
   to ``rgb24`` ndarrays at the stored size with PyAV (``VideoReader.get_frames``), nothing else;
 * **stage 1**: the loader without augmentation (decode + view sampling + collate);
-* **full, stage 2 in main**: the loader plus :func:`apply_views` on each batch in the main process, on ``--device``
-  (default: CUDA when there is a GPU, as a training run does, otherwise the CPU);
-* **full, stage 2 in workers**: ``augment_in_workers=True`` (what a CPU run should do).
+* **full, stage 2 in main**: the loader plus stage 2 on each batch in the main process, on ``--device`` (default:
+  CUDA when there is a GPU, as a training run does, otherwise the CPU): ``stage2_placement(device, in_workers=False)``;
+* **full, stage 2 in workers**: ``stage2_placement(in_workers=True)`` (what ``stage2_placement`` picks for a CPU run).
 
 Rates are clips/s, one clip = all views of one video. Usage::
 
@@ -33,17 +33,15 @@ from pathlib import Path
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates anything
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from hf_vssl.data.loader import build_view_dataloader  # noqa: E402
-from hf_vssl.data.recipes import CtrlAugViews, HDCViews, MLFOViews  # noqa: E402
-from hf_vssl.data.views import apply_views, sample_rng  # noqa: E402
+from hf_vssl.data.encoding import encode_video  # noqa: E402
+from hf_vssl.data.loader import build_view_dataloader, stage2_placement  # noqa: E402
+from hf_vssl.data.sampling import sample_rng  # noqa: E402
+from hf_vssl.methods import METHODS  # noqa: E402
 from hf_vssl.video_decoding import VideoReader  # noqa: E402
-
-RECIPES = {"mlfo": MLFOViews, "ctrlaug": CtrlAugViews, "hdc": HDCViews}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -76,14 +74,7 @@ def write_videos(folder: Path, count: int, num_frames: int, size: tuple[int, int
     paths = []
     for i in range(count):
         path = folder / f"video_{i:04d}.mp4"
-        frames = textured_frames(num_frames, *size, seed=i)
-        with av.open(str(path), mode="w") as container:
-            stream = container.add_stream("libx264", rate=25)
-            stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
-            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0", "threads": "1"}
-            for array in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-            container.mux(stream.encode(None))
+        encode_video(textured_frames(num_frames, *size, seed=i), path, gop=gop)
         paths.append(str(path))
     return paths
 
@@ -120,8 +111,8 @@ def recipe_decode_indices(recipe, paths: list[str], seed: int) -> list[np.ndarra
 # --------------------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------------------
-def timed_pass(loader: DataLoader, recipe=None, device: torch.device | None = None) -> tuple[float, float]:
-    """One pass over ``loader``, with stage 2 on ``device`` when ``recipe`` is given.
+def timed_pass(loader: DataLoader, recipe=None, placement=None) -> tuple[float, float]:
+    """One pass over ``loader``, each batch finished by ``placement`` (stage 2 in the main process) when given.
 
     Returns ``(wall seconds, CPU seconds of the main process and all workers)``.
     """
@@ -129,10 +120,10 @@ def timed_pass(loader: DataLoader, recipe=None, device: torch.device | None = No
     before = _cpu_seconds()
     start = time.perf_counter()
     for batch in iterator:
-        if recipe is not None:
-            apply_views(batch, recipe, device=device)
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+        if placement is not None:
+            placement.finish(batch, recipe)
+    if placement is not None and placement.device.type == "cuda":
+        torch.cuda.synchronize(placement.device)
     return time.perf_counter() - start, _cpu_seconds() - before
 
 
@@ -201,31 +192,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = []
     for name in args.recipes.split(","):
-        recipe = RECIPES[name](output_size=(args.output_size, args.output_size))
+        recipe = METHODS[name].recipe_class()(output_size=(args.output_size, args.output_size))
         indices = recipe_decode_indices(recipe, paths, seed=0)
         workers = dict(num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+        in_main, in_workers = stage2_placement(device, in_workers=False), stage2_placement(in_workers=True)
         loaders = {
             "raw": (DataLoader(RawDecode(paths, indices), args.batch_size, **workers), None),
             "stage1": (build_view_dataloader(paths, recipe, args.batch_size, **workers), None),
             "main": (
-                build_view_dataloader(
-                    paths, recipe, args.batch_size, pin_memory=device.type == "cuda", **workers
-                ),
-                recipe,
+                build_view_dataloader(paths, recipe, args.batch_size, placement=in_main, **workers),
+                in_main,
             ),
             "workers": (
-                build_view_dataloader(paths, recipe, args.batch_size, augment_in_workers=True, **workers),
+                build_view_dataloader(paths, recipe, args.batch_size, placement=in_workers, **workers),
                 None,
             ),
         }
         walls, cpus = {key: [] for key in loaders}, {key: [] for key in loaders}
-        for loader, stage2 in loaders.values():
+        for loader, finish in loaders.values():
             timed_pass(
-                loader, stage2, device
+                loader, recipe, finish
             )  # warm-up: starts the workers; caches, allocator, lazy initialisation
         for _ in range(args.repeats):  # interleaved, so that machine noise hits every configuration alike
-            for key, (loader, stage2) in loaders.items():
-                wall, cpu = timed_pass(loader, stage2, device)
+            for key, (loader, finish) in loaders.items():
+                wall, cpu = timed_pass(loader, recipe, finish)
                 walls[key].append(wall)
                 cpus[key].append(cpu)
         wall_rate = {key: len(paths) / statistics.median(values) for key, values in walls.items()}

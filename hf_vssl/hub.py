@@ -53,12 +53,12 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 
+from hf_vssl.methods import METHODS, get_method
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "METHODS",
     "EvalRecord",
-    "MethodInfo",
     "fill_template",
     "load_eval_results",
     "load_train_config",
@@ -69,23 +69,6 @@ __all__ = [
     "write_model_card",
 ]
 
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """What a card needs to know about a method beyond its template."""
-
-    key: str
-    display_name: str
-    encoder_class: str
-    arxiv_id: str
-    reconstructed: bool  # True: only the abstract is public, everything beyond it is [ours]
-
-
-METHODS: dict[str, MethodInfo] = {
-    "mlfo": MethodInfo("mlfo", "MLFO", "MLFOModel", "2108.02183", reconstructed=False),
-    "ctrlaug": MethodInfo("ctrlaug", "ctrlaug", "CtrlAugModel", "2203.16632", reconstructed=True),
-    "hdc": MethodInfo("hdc", "HDC", "HDCModel", "2011.11261", reconstructed=True),
-}
 
 DEFAULT_COMMIT_MESSAGE = "Upload hf_vssl encoder"
 # Never uploaded: byte-code caches and tool folders that end up next to a saved model.
@@ -445,10 +428,7 @@ def _count_parameters(config: Mapping, method: str, architecture: str) -> int | 
     Not from the weights files: they also hold buffers (BatchNorm statistics, queues), which are not parameters.
     None when `architecture` is not one of the method's hf_vssl classes.
     """
-    # Imported here: the package imports every model, which only this row of the card needs.
-    from hf_vssl import METHODS as MODEL_CLASSES
-
-    classes = MODEL_CLASSES[method]
+    classes = METHODS[method]
     candidates = (classes.model, classes.classifier, classes.pretraining)
     model_class = next((c for c in candidates if c is not None and c.__name__ == architecture), None)
     if model_class is None:
@@ -531,6 +511,9 @@ def _template_dirs() -> list[Path]:
 
 
 def _load_template(method: str, template_dir: str | Path | None) -> tuple[str, Path]:
+    own = get_method(method).card.template
+    if own is not None and template_dir is None:
+        return Path(own).read_text(encoding="utf-8"), Path(own)
     dirs = [Path(template_dir)] if template_dir is not None else _template_dirs()
     for folder in dirs:
         path = folder / f"{method}.md"
@@ -751,13 +734,13 @@ def render_model_card(
     folder = _model_dir(model_dir)
     config = _read_model_config(folder)
     method = _resolve_method(method, config, folder / "config.json")
-    info = METHODS[method]
+    spec = get_method(method)
     records = parse_eval_results(eval_results)
     if train_config is not None and not isinstance(train_config, Mapping):
         raise ValueError(f"train_config must be a mapping, got {type(train_config).__name__}")
 
     architectures = config.get("architectures") or []
-    architecture = str(architectures[0]) if architectures else info.encoder_class
+    architecture = str(architectures[0]) if architectures else spec.model.__name__
     if pipeline_tag is None and any(_is_classifier(str(a)) for a in architectures):
         pipeline_tag = "video-classification"
     model_name = model_id.rstrip("/").rsplit("/", 1)[-1]
@@ -774,7 +757,7 @@ def render_model_card(
             "model_name": model_name,
             "hf_vssl_version": _hf_vssl_version(),
             # What `AutoModel` returns, whichever head was saved.
-            "encoder_class": info.encoder_class,
+            "encoder_class": spec.model.__name__,
             "feature_dim": feature_dim if feature_dim is not None else "D",
             "num_frames": num_frames if num_frames is not None else 16,
             "image_size": image_size if image_size is not None else 112,
@@ -790,7 +773,7 @@ def render_model_card(
     )
     body = re.sub(r"\n{3,}", "\n\n", body)  # empty optional sections leave blank runs
 
-    tags = ["video", "self-supervised", "custom_code", "hf_vssl", method, f"arxiv:{info.arxiv_id}"]
+    tags = ["video", "self-supervised", "custom_code", "hf_vssl", method, f"arxiv:{spec.card.arxiv_id}"]
     if isinstance(config.get("backbone"), str):
         tags.append(config["backbone"])
     metrics = sorted({rec.metric_type_and_name[0] for rec in records}) or None

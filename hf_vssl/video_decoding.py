@@ -10,8 +10,8 @@ reordering and MP4 edit lists are handled exactly. Frames come back in display o
 applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``; ``size=(height, width)`` resizes inside FFmpeg's pixel
 format conversion (swscale), which costs about as much as the conversion alone.
 
-Broken inputs raise :class:`VideoDecodeError` naming the file; :class:`SkippedVideos` counts them for the
-data loader's skip-and-continue policy.
+A path with a URL scheme other than ``file://`` is handed to FFmpeg, which opens the protocols it knows
+(``http``, ``https``, ...). Broken inputs raise :class:`VideoDecodeError` naming the file.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
-import logging
 import os
-from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -29,16 +27,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "VideoDecodeError",
-    "VideoInfo",
-    "VideoReader",
-    "read_frames",
-    "SkippedVideos",
-    "video_source_name",
-]
+__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "read_frames", "video_source_name"]
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | dict
 
@@ -101,21 +90,6 @@ def video_source_name(src: Any, name: str | None = None) -> str:
     return str(getattr(src, "name", "<video file object>"))
 
 
-def _read_remote(url: str) -> bytes:
-    # hf://, http(s)://, s3:// ... as yielded by streaming Hub datasets with Video(decode=False). Inside `try` so
-    # that checkpoints carrying this file as remote code do not require `datasets` where it is never used.
-    try:
-        from datasets.utils.file_utils import xopen
-    except ImportError as err:
-        raise VideoDecodeError(url, "cannot open", "remote paths need the `datasets` package") from err
-
-    try:
-        with xopen(url, "rb") as handle:
-            return handle.read()
-    except OSError as err:
-        raise VideoDecodeError(url, "cannot open", f"{type(err).__name__}: {err}") from err
-
-
 def _as_av_input(src: Any, name: str) -> str | BinaryIO:
     """Normalise a video source to something ``av.open`` accepts, raising clear errors for empty inputs."""
     if isinstance(src, dict):
@@ -133,7 +107,7 @@ def _as_av_input(src: Any, name: str) -> str | BinaryIO:
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
         if "://" in path and not path.startswith("file://"):
-            return _as_av_input(_read_remote(path), name)
+            return path  # a URL: FFmpeg's own protocols open it (the data engine reads hf:// and the like itself)
         path = path.removeprefix("file://")
         try:
             size = os.path.getsize(path)
@@ -413,7 +387,10 @@ class VideoReader:
         return out
 
     def iter_frames(self, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Yield every frame in presentation order as ``uint8`` ``[H, W, 3]`` (for re-encoding whole videos)."""
+        """Yield every frame in presentation order as ``uint8`` ``[H, W, 3]`` (for re-encoding whole videos).
+
+        A truncated file raises `VideoDecodeError` before the first frame, so no copy of it is cut short silently.
+        """
         out_h, out_w = (self.info.height, self.info.width) if size is None else (int(size[0]), int(size[1]))
         buffer = np.empty((1, out_h, out_w, 3), dtype=np.uint8)
         with self._av_errors_as("decode failed"):
@@ -567,64 +544,3 @@ def read_frames(
     """Open ``src``, decode ``indices`` (see :meth:`VideoReader.get_frames`) and close it again."""
     with VideoReader(src, name=name) as reader:
         return reader.get_frames(indices, size=size)
-
-
-class SkippedVideos:
-    """Counts videos skipped by the bad-file policy and warns once per file.
-
-    The data loader catches :class:`VideoDecodeError`, calls :meth:`record`, and moves on::
-
-        skipped = SkippedVideos()
-        try:
-            clip = read_frames(video, indices, name=key)
-        except VideoDecodeError as err:
-            skipped.record(err.source, err.reason)
-
-    ``state_dict()`` / ``load_state_dict()`` let the counts survive checkpoint/resume (accelerate's
-    ``register_for_checkpointing``).
-    """
-
-    MAX_REMEMBERED = 10_000  # sources remembered for "warn once"; counting continues past it
-
-    def __init__(self, logger_: logging.Logger | None = None):
-        self._logger = logger_ or logger
-        self.count = 0
-        self.by_reason: Counter[str] = Counter()
-        self._warned: set[str] = set()
-
-    def record(self, source: str | VideoDecodeError, reason: str | None = None) -> None:
-        """Count one skipped video and log a warning naming it (once per distinct source)."""
-        detail = None
-        if isinstance(source, VideoDecodeError):
-            source, reason, detail = source.source, reason or source.reason, source.detail
-        reason = reason or "unknown"
-        self.count += 1
-        self.by_reason[reason] += 1
-        if source not in self._warned:
-            if len(self._warned) < self.MAX_REMEMBERED:
-                self._warned.add(source)
-            self._logger.warning(
-                "Skipping video '%s': %s%s (%d skipped so far)",
-                source,
-                reason,
-                f" ({detail})" if detail else "",
-                self.count,
-            )
-
-    def merge(self, other: SkippedVideos | dict) -> None:
-        """Add another counter (or its ``state_dict()``), e.g. one from each DataLoader worker."""
-        state = other.state_dict() if isinstance(other, SkippedVideos) else other
-        self.count += int(state["count"])
-        self.by_reason.update(state["by_reason"])
-        self._warned.update(state.get("sources", [])[: max(self.MAX_REMEMBERED - len(self._warned), 0)])
-
-    def state_dict(self) -> dict:
-        return {"count": self.count, "by_reason": dict(self.by_reason), "sources": sorted(self._warned)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.count = int(state["count"])
-        self.by_reason = Counter(state["by_reason"])
-        self._warned = set(state.get("sources", []))
-
-    def __repr__(self) -> str:
-        return f"SkippedVideos(count={self.count}, by_reason={dict(self.by_reason)})"

@@ -43,7 +43,7 @@ def tiny_config(method: str, backbone: str = "r3d", **overrides):
     """A tiny configuration of ``method`` (32x32 clips of 8 frames, stage widths 8-64)."""
     import hf_vssl
 
-    config_class = hf_vssl.METHODS[method][0]
+    config_class = hf_vssl.METHODS[method].config
     return config_class(backbone=backbone, **{**TINY_BACKBONE, **overrides})
 
 

@@ -1,7 +1,6 @@
 """Frame-exact PyAV decoding (hf_vssl.video_decoding) on real encoded files."""
 
 import io
-import logging
 import os
 import pickle
 from fractions import Fraction
@@ -11,11 +10,11 @@ import av
 import numpy as np
 import pytest
 
-from hf_vssl.video_decoding import SkippedVideos, VideoDecodeError, VideoInfo, VideoReader, read_frames
+from hf_vssl.data.encoding import encode_video
+from hf_vssl.video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames
 
 from .video_factory import (
     CODECS,
-    encode_to_bytes,
     index_frames,
     noise_frames,
     read_index,
@@ -24,6 +23,7 @@ from .video_factory import (
     write_end_trimmed_mp4,
     write_index_video,
     write_one_frame_video,
+    write_truncated_copy,
     write_vfr_index_video,
     write_video,
 )
@@ -239,7 +239,7 @@ def test_read_errors_while_decoding_raise_video_decode_error():
 
     frames = index_frames(40, (128, 128))
     frames[..., 1] = noise_frames(40, (128, 128))[..., 1]  # larger than FFmpeg's read buffer
-    source = DroppingFile(encode_to_bytes(frames, codec="mpeg4", gop=10))
+    source = DroppingFile(encode_video(frames, codec="mpeg4", gop=10))
     with VideoReader(source, name="remote/clip") as reader:
         assert read_index(reader.get_frames([3, 25])).tolist() == [3, 25]
         source.dropped = True
@@ -270,6 +270,14 @@ def test_every_input_kind_gives_the_same_frames(long_videos):
         np.testing.assert_array_equal(read_frames(src, indices), expected, err_msg=kind)
 
 
+def test_urls_go_to_ffmpeg_and_fail_as_unopenable():
+    """The decoder reads no remote files itself (the data engine fetches ``hf://`` paths): a URL goes to FFmpeg,
+    and one whose protocol FFmpeg lacks is a video that cannot be opened, named by its URL."""
+    with pytest.raises(VideoDecodeError, match="hf://datasets/org/set/clip.mp4") as info:
+        VideoReader("hf://datasets/org/set/clip.mp4")
+    assert info.value.reason == "cannot open"
+
+
 def test_one_frame_video(tmp_path):
     with VideoReader(write_one_frame_video(tmp_path / "one.mp4")) as reader:
         assert reader.info.num_frames == 1
@@ -277,7 +285,7 @@ def test_one_frame_video(tmp_path):
 
 
 def test_in_memory_encoded_bytes():
-    data = encode_to_bytes(index_frames(10, (32, 32)), codec="mpeg4", container_format="matroska")
+    data = encode_video(index_frames(10, (32, 32)), codec="mpeg4", container_format="matroska")
     assert read_index(read_frames(data, [9, 0])).tolist() == [9, 0]
 
 
@@ -382,36 +390,88 @@ def test_threaded_decoding_gives_identical_frames(long_videos, thread_type):
         np.testing.assert_array_equal(reader.get_frames(indices), expected)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# skip counter
-# ----------------------------------------------------------------------------------------------------------
-def test_skipped_videos_counts_and_warns_once_per_file(caplog):
-    skipped = SkippedVideos()
-    with caplog.at_level(logging.WARNING, logger="hf_vssl.video_decoding"):
-        skipped.record("a.mp4", "truncated")
-        skipped.record("a.mp4", "truncated")
-        skipped.record(VideoDecodeError("b.mp4", "cannot open", "bad header"))
-    warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 2
-    assert "a.mp4" in warnings[0] and "truncated" in warnings[0]
-    assert "b.mp4" in warnings[1] and "bad header" in warnings[1]
-    assert skipped.count == 3
-    assert skipped.by_reason == {"truncated": 2, "cannot open": 1}
-
-    restored = SkippedVideos()
-    restored.load_state_dict(pickle.loads(pickle.dumps(skipped.state_dict())))
-    assert (restored.count, restored.by_reason) == (3, skipped.by_reason)
-    with caplog.at_level(logging.WARNING, logger="hf_vssl.video_decoding"):
-        caplog.clear()
-        restored.record("a.mp4", "truncated")  # already warned before the checkpoint
-    assert not caplog.records and restored.count == 4
-
-    total = SkippedVideos()
-    total.merge(skipped)
-    total.merge(restored.state_dict())
-    assert total.count == 7 and total.by_reason["truncated"] == 5
-
-
 def test_vfr_timestamps_helper_is_strictly_increasing():
     pts = vfr_timestamps(50, seed=1)
     assert pts[0] == 0 and all(b > a for a, b in zip(pts, pts[1:]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# exact counts and filters, each against an independent computation
+# ----------------------------------------------------------------------------------------------------------
+def _frames_plain_pyav_decodes_right(path) -> int:
+    """Leading frames that plain PyAV decodes to the right picture: a cut packet may still decode, to garbage."""
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except av.error.FFmpegError:
+        pass  # the cut: keep what decoded before it
+    right = 0
+    for position, frame in enumerate(frames):
+        if read_index(frame[None])[0] != position:
+            break
+        right += 1
+    return right
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_truncated_frame_count_equals_what_plain_pyav_decodes(tmp_path, codec):
+    full = write_index_video(tmp_path / "full.mp4", 60, (64, 64), codec=codec, gop=10, faststart=True)
+    for keep in (0.5, 0.6, 0.77, 0.9):
+        cut = write_truncated_copy(full, tmp_path / f"cut_{keep}.mp4", keep)
+        expected = _frames_plain_pyav_decodes_right(cut)
+        with VideoReader(cut) as reader:
+            assert 0 < reader.decodable_frames == expected < 60, (codec, keep)
+            indices = list(range(expected))
+            assert read_index(reader.get_frames(indices)).tolist() == indices
+
+
+def test_a_target_on_a_keyframe_decodes_one_frame(long_videos):
+    """Seeking to the keyframe at or before the target: a target that is a keyframe costs exactly one frame."""
+    decoded = []
+
+    class CountingReader(VideoReader):
+        def _demux_decode(self):
+            for frame in super()._demux_decode():
+                decoded.append(frame.pts)
+                yield frame
+
+    for codec in ("libx264", "mpeg4"):
+        with CountingReader(long_videos[codec]) as reader:
+            for keyframe in reader.keyframe_indices[1:]:
+                decoded.clear()
+                assert read_index(reader.get_frames([keyframe])).tolist() == [keyframe]
+                assert len(decoded) == 1, (codec, keyframe, len(decoded))
+
+
+def test_resize_filter_is_bilinear(tmp_path):
+    """Noise separates resize filters: against PIL's bilinear resize of the full frame the decoder's bilinear
+    resize differs by about 6 levels on average, its area filter by 8, nearest neighbour by 40."""
+    from PIL import Image
+
+    path = write_video(tmp_path / "noise.mp4", noise_frames(4, (96, 128)))
+    with VideoReader(path) as reader:
+        full = reader.get_frames([2])[0]
+        small = reader.get_frames([2], size=(36, 52))[0].astype(np.float32)
+    errors = {
+        name: np.abs(small - np.asarray(Image.fromarray(full).resize((52, 36), pil_filter))).mean()
+        for name, pil_filter in (("bilinear", Image.BILINEAR), ("nearest", Image.NEAREST))
+    }
+    assert errors["bilinear"] < 10 < 3 * errors["bilinear"] < errors["nearest"], errors
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_iter_frames_yields_every_frame_in_order(long_videos, codec, bad_files):
+    with VideoReader(long_videos[codec]) as reader:
+        frames = list(reader.iter_frames())
+        assert read_index(np.stack(frames)).tolist() == list(range(LONG_FRAMES))
+        small = next(iter(reader.iter_frames(size=(24, 32))))
+        assert small.shape == (24, 32, 3) and read_index(small[None]).tolist() == [0]
+    # a truncated file is refused before its first frame, so a re-encoded copy is never cut short silently
+    with VideoReader(bad_files["truncated"]) as reader:
+        seen = []
+        with pytest.raises(VideoDecodeError, match="truncated"):
+            for frame in reader.iter_frames():
+                seen.append(frame)
+        assert seen == []

@@ -57,7 +57,7 @@ TRAIN_CONFIG = {
 
 def _save_encoder(method, folder, seed=0):
     torch.manual_seed(seed)
-    model = hf_vssl.METHODS[method][1](tiny_config(method)).eval()
+    model = hf_vssl.METHODS[method].model(tiny_config(method)).eval()
     model.save_pretrained(folder)
     return model
 
@@ -91,12 +91,12 @@ def test_card_fills_every_placeholder_from_the_saved_model(method, saved_encoder
     text = card.text
     assert "{{" not in card.content and "}}" not in card.content
     assert f'AutoModel.from_pretrained("org/tiny-{method}", trust_remote_code=True)' in text
-    assert "import hf_vssl" in text and f"hf_vssl.{hf_vssl.METHODS[method][1].__name__}" in text
+    assert "import hf_vssl" in text and f"hf_vssl.{hf_vssl.METHODS[method].model.__name__}" in text
     assert "torch.randn(2, 8, 3, 32, 32)" in text  # the snippet uses the config's clip size
     assert "pooler_output  # [2, 64]" in text  # and the last stage width
     assert "| Stage widths | [8, 16, 32, 64] |" in text
     # Parameters only: the weights file also holds BatchNorm statistics.
-    params = sum(p.numel() for p in hf_vssl.METHODS[method][1](tiny_config(method)).parameters())
+    params = sum(p.numel() for p in hf_vssl.METHODS[method].model(tiny_config(method)).parameters())
     assert f"| Parameters | {params:,} |" in text
     meta = card.data.to_dict()
     assert meta["library_name"] == "transformers"
@@ -185,7 +185,7 @@ def test_classifier_folder_gets_the_video_classification_pipeline_tag(saved_enco
 def test_classifier_card_loading_snippets_name_the_class_each_auto_class_returns(
     method, saved_encoders, tmp_path
 ):
-    classifier = hf_vssl.METHODS[method][2](tiny_config(method, num_labels=3))
+    classifier = hf_vssl.METHODS[method].classifier(tiny_config(method, num_labels=3))
     classifier.save_pretrained(tmp_path / "clf")
     text = render_model_card(None, tmp_path / "clf", model_id="org/clf").text
     snippets = re.findall(r'= (AutoModel\w*)\.from_pretrained\("org/clf"\)  # an hf_vssl\.(\w+)', text)

@@ -1,14 +1,17 @@
 """Data loader over the view engine: bad-file policy, skip counting, determinism, epochs, worker rendering."""
 
 import logging
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
-from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
+from hf_vssl.data.inputs import SkippedVideos
+from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, skipped_in_batch, stage2_placement
 from hf_vssl.data.recipes import MLFOViews
-from hf_vssl.data.views import apply_views
+from hf_vssl.data.rendering import apply_views
+from hf_vssl.video_decoding import VideoDecodeError
 
 from .video_factory import index_frames, write_bad_files, write_video
 
@@ -98,6 +101,53 @@ def test_missing_video_column_is_a_clear_error(files):
         list(VideoViewDataset([{"mp4": str(files["good"][0])}], recipe()))
 
 
+def test_remote_paths_are_read_by_the_data_engine(files):
+    """A remote path (any fsspec URL, as a streaming Hub dataset's ``hf://``) is fetched into memory before the
+    decoder sees it; one that cannot be read is skipped like any unreadable video."""
+    import fsspec
+
+    url = "memory://hf_vssl_test_loader/good_0.mp4"
+    with fsspec.open(url, "wb") as handle:
+        handle.write(files["good"][0].read_bytes())
+    remote = [
+        {"video": {"bytes": None, "path": url}, "label": 0, "key": files["good"][0].stem},
+        {"video": {"bytes": None, "path": url + ".missing"}, "label": 1, "key": "missing"},
+    ]
+    local = VideoViewDataset(examples(files["good"][:1]), recipe())
+    dataset = VideoViewDataset(remote, recipe())
+    (sample,) = list(dataset)
+    (expected,) = list(local)
+    assert np.array_equal(sample["frames"], expected["frames"]) and int(sample["num_skipped"]) == 1
+    assert dict(dataset.skipped.by_reason) == {"cannot open": 1}
+
+
+def test_skipped_videos_counts_and_warns_once_per_file(caplog):
+    skipped = SkippedVideos()
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.inputs"):
+        skipped.record("a.mp4", "truncated")
+        skipped.record("a.mp4", "truncated")
+        skipped.record(VideoDecodeError("b.mp4", "cannot open", "bad header"))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "a.mp4" in warnings[0] and "truncated" in warnings[0]
+    assert "b.mp4" in warnings[1] and "bad header" in warnings[1]
+    assert skipped.count == 3
+    assert skipped.by_reason == {"truncated": 2, "cannot open": 1}
+
+    restored = SkippedVideos()
+    restored.load_state_dict(pickle.loads(pickle.dumps(skipped.state_dict())))
+    assert (restored.count, restored.by_reason) == (3, skipped.by_reason)
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.inputs"):
+        caplog.clear()
+        restored.record("a.mp4", "truncated")  # already warned before the checkpoint
+    assert not caplog.records and restored.count == 4
+
+    total = SkippedVideos()
+    total.merge(skipped)
+    total.merge(restored.state_dict())
+    assert total.count == 7 and total.by_reason["truncated"] == 5
+
+
 # ----------------------------------------------------------------------------------------------------------
 # batches
 # ----------------------------------------------------------------------------------------------------------
@@ -145,8 +195,9 @@ def test_set_epoch_changes_the_views_and_replays_them(files):
 
 def test_rendering_in_workers_equals_rendering_in_the_main_process(files):
     source, r = examples(files["good"]), recipe()
+    workers = stage2_placement(in_workers=True)
     in_workers = by_key(
-        build_view_dataloader(source, r, 2, num_workers=2, augment_in_workers=True, return_keys=True)
+        build_view_dataloader(source, r, 2, num_workers=2, placement=workers, return_keys=True)
     )
     in_main = {}
     for batch in build_view_dataloader(source, r, 2, num_workers=2, return_keys=True):
@@ -157,19 +208,20 @@ def test_rendering_in_workers_equals_rendering_in_the_main_process(files):
     assert in_workers.keys() == in_main.keys()
     for key, value in in_workers.items():
         assert torch.equal(value["pixel_values"], in_main[key]), key
-    # apply_views leaves an already rendered batch alone
-    batch = next(iter(build_view_dataloader(source, r, 2, num_workers=0, augment_in_workers=True)))
-    assert apply_views(batch, r) is batch
+    # a rendered batch is never rendered again: its placement finishes it, apply_views refuses it
+    batch = next(iter(build_view_dataloader(source, r, 2, num_workers=0, placement=workers)))
+    assert torch.equal(workers.finish(batch, r)["pixel_values"], batch["pixel_values"])
+    with pytest.raises(ValueError, match="stage-1"):
+        apply_views(batch, r)
 
 
-@pytest.mark.parametrize("augment_in_workers", [False, True])
-def test_worker_batches_travel_as_one_shared_block(files, augment_in_workers):
+@pytest.mark.parametrize("in_workers", [False, True])
+def test_worker_batches_travel_as_one_shared_block(files, in_workers):
     """Each worker batch crosses to the main process as one shared-memory block (a SharedBatch) and arrives as a
     plain dict in which only the large entry (the canvases, or the rendered pixels) is still shared memory."""
-    loader = build_view_dataloader(
-        examples(files["good"]), recipe(), 3, num_workers=2, augment_in_workers=augment_in_workers
-    )
-    large = "pixel_values" if augment_in_workers else "frames"
+    placement = stage2_placement(in_workers=in_workers)
+    loader = build_view_dataloader(examples(files["good"]), recipe(), 3, num_workers=2, placement=placement)
+    large = "pixel_values" if in_workers else "frames"
     batches = list(loader)
     assert len(batches) == 2
     for batch in batches:
@@ -178,20 +230,35 @@ def test_worker_batches_travel_as_one_shared_block(files, augment_in_workers):
         assert batch["labels"].dtype == torch.int64 and batch["crop_boxes"].shape == (3, 3, 4)
 
 
-def test_the_target_device_picks_where_stage_2_runs(files):
-    """A CPU run renders in the workers; a CUDA run gets pinned stage-1 batches and renders on the GPU."""
+def test_stage2_placement_decides_where_stage_2_runs(files):
+    """A CPU run renders in the workers; a CUDA run gets pinned stage-1 batches and renders on the GPU; the loader
+    and the loop both follow the one decision."""
     source, r = examples(files["good"]), recipe()
-    on_cpu = build_view_dataloader(source, r, 2, num_workers=0, device="cpu")
-    assert "pixel_values" in next(iter(on_cpu)) and not on_cpu.pin_memory
-    on_gpu = build_view_dataloader(source, r, 2, num_workers=0, device=torch.device("cuda"))
-    assert on_gpu.pin_memory and on_gpu.collate_fn.recipe is None
-    unspecified = build_view_dataloader(source, r, 2, num_workers=0)
-    assert "pixel_values" not in next(iter(unspecified)) and not unspecified.pin_memory
-    forced = build_view_dataloader(source, r, 2, num_workers=0, device="cpu", augment_in_workers=False)
-    assert "pixel_values" not in next(iter(forced))
+    on_cpu = stage2_placement("cpu")
+    assert on_cpu.in_workers and not on_cpu.pin_memory and on_cpu == stage2_placement(torch.device("cpu"))
+    on_gpu = stage2_placement(torch.device("cuda"))
+    assert not on_gpu.in_workers and on_gpu.pin_memory
+    gpu_loader = build_view_dataloader(source, r, 2, num_workers=0, placement=on_gpu)
+    assert gpu_loader.pin_memory and gpu_loader.collate_fn.recipe is None
+    assert not stage2_placement().in_workers and not stage2_placement().pin_memory
+    forced = stage2_placement("cpu", in_workers=False)
+    cpu_loader = build_view_dataloader(source, r, 2, num_workers=0, placement=on_cpu)
+    stage1_loader = build_view_dataloader(source, r, 2, num_workers=0, placement=forced)
+    assert "pixel_values" in next(iter(cpu_loader)) and not cpu_loader.pin_memory
+    assert "pixel_values" not in next(iter(stage1_loader))
     # rendering a stage-1 batch on the target device gives what the workers rendered
-    rendered = r.apply(next(iter(unspecified)), device="cpu")["pixel_values"]
-    assert torch.equal(rendered, next(iter(on_cpu))["pixel_values"])
+    rendered = forced.finish(next(iter(stage1_loader)), r)["pixel_values"]
+    assert torch.equal(rendered, on_cpu.finish(next(iter(cpu_loader)), r)["pixel_values"])
+
+
+def test_stage2_placement_is_logged_once(caplog):
+    # a device no other test asks for, so that the decision is new to this process
+    with caplog.at_level(logging.INFO, logger="hf_vssl.data.loader"):
+        for _ in range(3):
+            stage2_placement(torch.device("meta"))
+    assert [m for m in caplog.messages if "stage 2" in m] == [
+        "View stage 2 (crop, resize, flip, colour) runs on meta."
+    ]
 
 
 def test_streaming_datasets_source_with_workers(files, tmp_path):

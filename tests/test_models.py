@@ -163,7 +163,8 @@ def test_config_overrides_at_load_are_validated(tmp_path, auto_class, overrides,
 def test_config_changed_after_creation_is_validated_when_a_model_is_built(method):
     config = tiny_config(method)
     config.hidden_sizes, config.depths = [8, 16, 16], [1, 1, 1]
-    for model_class in hf_vssl.METHODS[method][1:]:
+    spec = hf_vssl.METHODS[method]
+    for model_class in (spec.model, spec.classifier, spec.pretraining):
         if model_class is not None:
             with pytest.raises(CONFIG_ERRORS, match="one entry per stage"):
                 model_class(config)
@@ -211,7 +212,7 @@ def test_method_defaults_follow_the_specification():
 @pytest.mark.parametrize("method", METHODS)
 def test_encoder_outputs(method):
     config = tiny_config(method)
-    model = hf_vssl.METHODS[method][1](config).eval()
+    model = hf_vssl.METHODS[method].model(config).eval()
     out = model(_clip(), output_hidden_states=True)
     assert out.last_hidden_state.shape == (2, 64, 1, 2, 2)
     torch.testing.assert_close(out.pooler_output, out.last_hidden_state.mean(dim=(2, 3, 4)))
@@ -226,7 +227,7 @@ def test_encoder_outputs(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_classifier_loss_and_logits(method):
     config = tiny_config(method, id2label={0: "left", 1: "right", 2: "up"})
-    model = hf_vssl.METHODS[method][2](config)
+    model = hf_vssl.METHODS[method].classifier(config)
     out = model(_clip(), labels=torch.tensor([0, 2]))
     assert out.logits.shape == (2, 3)
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])))
@@ -238,7 +239,7 @@ def test_classifier_loss_and_logits(method):
 def _save_both(tmp_path, method, layout):
     config = tiny_config(method, layout, id2label={0: "left", 1: "right"})
     torch.manual_seed(0)
-    classifier = hf_vssl.METHODS[method][2](config).eval()
+    classifier = hf_vssl.METHODS[method].classifier(config).eval()
     directory = tmp_path / f"{method}-{layout}"
     classifier.save_pretrained(directory)
     return classifier, directory
@@ -253,7 +254,7 @@ def test_save_and_load_through_auto_classes(tmp_path, method, layout):
     config = json.loads((directory / "config.json").read_text())
     assert config["model_type"] == method and config["backbone"] == layout
     assert {"AutoConfig", "AutoModel", "AutoModelForVideoClassification"} <= set(config["auto_map"])
-    assert isinstance(AutoConfig.from_pretrained(directory), hf_vssl.METHODS[method][0])
+    assert isinstance(AutoConfig.from_pretrained(directory), hf_vssl.METHODS[method].config)
 
     clip = _clip()
     with torch.no_grad():
@@ -261,7 +262,10 @@ def test_save_and_load_through_auto_classes(tmp_path, method, layout):
         expected_features = classifier.base_model(clip).pooler_output
         reloaded = AutoModelForVideoClassification.from_pretrained(directory, dtype=torch.float32)
         encoder = AutoModel.from_pretrained(directory, dtype=torch.float32)
-        assert type(reloaded) is hf_vssl.METHODS[method][2] and type(encoder) is hf_vssl.METHODS[method][1]
+        assert (
+            type(reloaded) is hf_vssl.METHODS[method].classifier
+            and type(encoder) is hf_vssl.METHODS[method].model
+        )
         torch.testing.assert_close(reloaded(clip).logits, expected_logits, rtol=0, atol=0)
         torch.testing.assert_close(encoder(clip).pooler_output, expected_features, rtol=0, atol=0)
 

@@ -13,7 +13,7 @@ from hf_vssl.data.prepare import choose_num_shards, main, shard_boundaries
 from hf_vssl.data.sources import load_video_source, source_label_names
 from hf_vssl.data.synthetic import (
     MOTION_CLASSES,
-    _object_track,
+    object_track,
     render_motion_video,
     synthetic_video_frames,
     write_synthetic_shards,
@@ -66,15 +66,15 @@ def test_rendering_is_deterministic_and_seeded():
 def test_object_tracks_follow_the_class():
     rng = np.random.default_rng(0)
     for _ in range(5):
-        x, y, angle, scale = _object_track("left", rng, 20, 64, 64)
+        x, y, angle, scale = object_track("left", rng, 20, 64, 64)
         assert np.all(np.diff(x) < -1.4) and np.abs(np.diff(y)).max() < 0.25
-        x, y, angle, scale = _object_track("down", rng, 20, 64, 64)
+        x, y, angle, scale = object_track("down", rng, 20, 64, 64)
         assert np.all(np.diff(y) > 1.4) and np.abs(np.diff(x)).max() < 0.25
         # image y points down: an increasing angle turns clockwise on screen
-        assert np.all(np.diff(_object_track("rotate_cw", rng, 20, 64, 64)[2]) > 0)
-        assert np.all(np.diff(_object_track("rotate_ccw", rng, 20, 64, 64)[2]) < 0)
-        assert np.all(np.diff(_object_track("grow", rng, 20, 64, 64)[3]) > 0)
-        assert np.all(np.diff(_object_track("shrink", rng, 20, 64, 64)[3]) < 0)
+        assert np.all(np.diff(object_track("rotate_cw", rng, 20, 64, 64)[2]) > 0)
+        assert np.all(np.diff(object_track("rotate_ccw", rng, 20, 64, 64)[2]) < 0)
+        assert np.all(np.diff(object_track("grow", rng, 20, 64, 64)[3]) > 0)
+        assert np.all(np.diff(object_track("shrink", rng, 20, 64, 64)[3]) < 0)
 
 
 def foreground(frames: np.ndarray) -> np.ndarray:

@@ -84,8 +84,11 @@ class VideoSSLCommonTests(ModelTesterMixin):
     test_can_init_all_missing_weights_before_2023 = True
 
     def setUp(self):
-        config_class, encoder, classifier, pretraining = hf_vssl.METHODS[self.method]
-        self.all_model_classes = (encoder, classifier) + ((pretraining,) if pretraining else ())
+        spec = hf_vssl.METHODS[self.method]
+        config_class, encoder = spec.config, spec.model
+        self.all_model_classes = (encoder, spec.classifier) + (
+            (spec.pretraining,) if spec.pretraining else ()
+        )
         self.model_tester = VideoSSLModelTester(self, config_class, self.backbone, **self.config_overrides)
         self.config_tester = ConfigTester(
             self, config_class=config_class, has_text_modality=False, common_properties=[]

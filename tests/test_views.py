@@ -14,23 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hf_vssl
+from hf_vssl.data.batches import SharedBatch, collate_views
+from hf_vssl.data.color import IMAGENET_MEAN, IMAGENET_STD, gaussian_blur, render_color
+from hf_vssl.data.plans import sample_views
 from hf_vssl.data.recipes import ClipViews, CtrlAugViews, EvalViews, HDCViews, MLFOViews, build_recipe
-from hf_vssl.data.views import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ColorSpec,
-    CropSpec,
-    SharedBatch,
-    apply_views,
-    collate_views,
-    gaussian_blur,
-    render_color,
-    resample_views,
-    sample_color_params,
-    sample_crop_box,
-    sample_rng,
-    sample_views,
-)
+from hf_vssl.data.rendering import apply_views, resample_views
+from hf_vssl.data.sampling import ColorSpec, CropSpec, sample_color_params, sample_crop_box, sample_rng
 from hf_vssl.video_decoding import VideoDecodeError, VideoReader
 
 from .video_factory import index_frames, read_index, write_video
@@ -446,15 +436,28 @@ def test_shared_collate_pickles_as_one_block_and_rebuilds_the_same_batch(videos)
     assert torch.equal(sent["frames"], shared["frames"])
 
 
-def test_build_recipe_from_config_values():
-    recipe = build_recipe("ctrlaug", num_local_clips=3, local_crop={"scale": [0.1, 0.4]}, color={"hue": 0.2})
+def test_recipe_from_config_values():
+    recipe = CtrlAugViews.from_dict(
+        {"num_local_clips": 3, "local_crop": {"scale": [0.1, 0.4]}, "color": {"hue": 0.2}}
+    )
     assert recipe.num_local_clips == 3 and recipe.local_crop.scale == (0.1, 0.4) and recipe.color.hue == 0.2
     assert recipe.view_names == ("global", "local_1", "local_2", "local_3")
     assert recipe.to_dict()["recipe"] == "CtrlAugViews"
+    assert build_recipe("clip", frame_strides=[2]).frame_strides == (2,)
     with pytest.raises(ValueError, match="unknown view recipe"):
         build_recipe("simclr")
+    with pytest.raises(ValueError, match="no field 'num_local_clip'; did you mean 'num_local_clips'"):
+        CtrlAugViews.from_dict({"num_local_clip": 3})
     with pytest.raises(ValueError, match="color_mode"):
         MLFOViews(color_mode="fast")
+
+
+def test_recipe_from_model_config():
+    config = hf_vssl.MLFOConfig(num_frames=8, image_size=48)
+    recipe = hf_vssl.METHODS["mlfo"].build_recipe(config, flip_prob=0.0)
+    assert (recipe.clip_length, recipe.output_size, recipe.flip_prob) == (8, (48, 48), 0.0)
+    # an override wins over the model's size
+    assert MLFOViews.from_config(config, clip_length=4).clip_length == 4
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Write real encoded test videos with PyAV.
 
 Everything here produces genuine containers (MP4 / Matroska / WebM) encoded by the FFmpeg encoders bundled
-with PyAV (``libx264``, ``mpeg4``, ``libvpx-vp9``), so tests exercise the same demux + decode path as real data.
+with PyAV (``libx264``, ``mpeg4``, ``libvpx-vp9``) through the project's one encoder,
+:func:`hf_vssl.data.encoding.encode_video`, so tests exercise the same demux + decode path as real data.
 
 Index-encoded videos: every frame carries its own frame index as a 4x4 grid of black/white blocks (16 bits,
 row-major, most significant bit first). The blocks are large and fully saturated, so the index survives lossy
@@ -16,7 +17,6 @@ Typical use::
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from collections.abc import Sequence
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from hf_vssl.data.encoding import encode_video
 
 INDEX_GRID = 4
 INDEX_BITS = INDEX_GRID * INDEX_GRID
@@ -110,99 +112,11 @@ def smooth_frames(num_frames: int, size: tuple[int, int] = (112, 112), seed: int
 # ----------------------------------------------------------------------------------------------------------
 # Encoding
 # ----------------------------------------------------------------------------------------------------------
-def _default_pix_fmt(codec: str, height: int, width: int) -> str:
-    # libx264 refuses 4:2:0 with odd dimensions; 4:4:4 (High 4:4:4 profile) accepts any size
-    if codec == "libx264" and (height % 2 or width % 2):
-        return "yuv444p"
-    return "yuv420p"
-
-
-def encode_video(
-    target: str | os.PathLike | io.BytesIO,
-    frames: np.ndarray,
-    *,
-    codec: str = "libx264",
-    fps: int | Fraction = 25,
-    gop: int | None = None,
-    bframes: int | None = None,
-    pix_fmt: str | None = None,
-    pts: Sequence[int] | None = None,
-    time_base: Fraction | None = None,
-    rotation: int | None = None,
-    container_format: str | None = None,
-    faststart: bool = False,
-    codec_options: dict[str, str] | None = None,
-    container_options: dict[str, str] | None = None,
-) -> None:
-    """Encode RGB frames ``[T, H, W, 3]`` uint8 into a video container.
-
-    Args:
-        target: output path or a writable ``BytesIO`` (then ``container_format`` is required, e.g. ``"mp4"``).
-        codec: ``"libx264"``, ``"mpeg4"`` or ``"libvpx-vp9"``.
-        fps: nominal frame rate (also the time base when ``pts`` is not given).
-        gop: keyframe interval in frames (encoder default when ``None``).
-        bframes: maximum consecutive B-frames (``libx264`` / ``mpeg4`` only).
-        pts: explicit presentation timestamps in ``time_base`` units (variable frame rate).
-        time_base: the time base of ``pts``; default ``1/1000`` when ``pts`` is given.
-        rotation: display rotation in degrees, counter-clockwise, written as a display matrix.
-        faststart: put the MP4 index at the front of the file (as streaming sites do).
-        container_options: extra muxer options, e.g. ``{"use_editlist": "1"}``.
-    """
-    frames = np.asarray(frames, dtype=np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be [T, H, W, 3], got {frames.shape}")
-    height, width = frames.shape[1:3]
-    container_options = dict(container_options or {})
-    if faststart:
-        container_options["movflags"] = "+faststart"
-    if pts is not None:
-        time_base = time_base or Fraction(1, 1000)
-        if len(pts) != len(frames):
-            raise ValueError("pts must have one entry per frame")
-    with av.open(target, mode="w", format=container_format, options=container_options) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = pix_fmt or _default_pix_fmt(codec, height, width)
-        if time_base is not None:
-            stream.codec_context.time_base = time_base
-            stream.time_base = time_base
-        if gop is not None:
-            stream.gop_size = gop
-        if bframes is not None:
-            stream.max_b_frames = bframes
-        options = dict(codec_options or {})
-        if codec == "libx264":
-            # deterministic, and keyframes only every `gop` frames (no scene-cut keyframes)
-            options.setdefault("threads", "1")
-            if gop is not None:
-                options.setdefault("x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0")
-        stream.options = options
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i, array in enumerate(frames):
-            # explicit single-threaded conversion: FFmpeg's threaded rgb->yuv swscale is not deterministic
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
-                format=stream.pix_fmt, threads=1
-            )
-            if pts is not None:
-                frame.pts = int(pts[i])
-                frame.time_base = time_base
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-
-
-def encode_to_bytes(frames: np.ndarray, *, container_format: str = "mp4", **kwargs) -> bytes:
-    """Like :func:`encode_video` but returns the encoded file as ``bytes``."""
-    buffer = io.BytesIO()
-    encode_video(buffer, frames, container_format=container_format, **kwargs)
-    return buffer.getvalue()
-
-
 def write_video(path: str | os.PathLike, frames: np.ndarray, **kwargs) -> Path:
-    """Encode ``frames`` to ``path`` (parent folders are created); see :func:`encode_video`."""
+    """Encode ``frames`` to ``path`` (parent folders are created); see :func:`~hf_vssl.data.encoding.encode_video`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    encode_video(path, frames, **kwargs)
+    encode_video(frames, path, **kwargs)
     return path
 
 
@@ -223,7 +137,7 @@ def write_end_trimmed_mp4(
     """An index MP4 that stores ``num_frames`` frames but whose edit list shows only the first
     ``keep_frames``, as editors trim a clip without re-encoding: it still declares ``num_frames`` frames."""
     data = bytearray(
-        encode_to_bytes(index_frames(num_frames, size), container_options={"use_editlist": "1"}, **kwargs)
+        encode_video(index_frames(num_frames, size), container_options={"use_editlist": "1"}, **kwargs)
     )
     elst = data.find(b"elst")
     if elst < 0 or struct.unpack_from(">I", data, elst + 8)[0] != 1:

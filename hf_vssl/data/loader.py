@@ -1,53 +1,125 @@
-"""DataLoader plumbing for the view engine: decode + stage 1 in workers, stage 2 wherever the batch goes.
+"""DataLoader plumbing for the view engine: decode + stage 1 in workers, and where stage 2 runs.
 
-Typical training loop (every method, nothing method-specific)::
+Where stage 2 (rendering the views) runs is decided in one place, :func:`stage2_placement`, from the device the
+batches are for: a CPU run renders in the DataLoader workers, a GPU run on the GPU. The loader and the training or
+evaluation loop both read that decision. Typical training loop (every method, nothing method-specific)::
 
     recipe = MLFOViews()
-    loader = build_view_dataloader(source, recipe, batch_size=64, num_workers=8, seed=0, device="cuda")
+    placement = stage2_placement("cuda")           # logged once: stage 2 runs on cuda
+    loader = build_view_dataloader(source, recipe, batch_size=64, num_workers=8, seed=0, placement=placement)
     for epoch in range(num_epochs):
         loader.dataset.set_epoch(epoch)
         for batch in loader:                       # stage-1 batch: uint8 canvases + parameters (tensors only)
-            batch = apply_views(batch, recipe, device="cuda")   # stage 2 on the GPU: pixel_values [B, V, T, C, H, W]
-            skipped += int(batch["num_skipped"].sum())      # bad videos met since the previous sample
+            skipped += int(batch.pop("num_skipped").sum())  # bad videos met since the previous sample
+            views = placement.finish(batch, recipe)  # on the GPU: pixel_values [B, V, T, C, H, W]
             ...
 
-With ``device="cpu"`` (or ``augment_in_workers=True``) the workers run stage 2 on each batch they collate, the
-batches already hold ``pixel_values``, and :func:`apply_views` returns them unchanged. On CPU,
-``THP_MEM_ALLOC_ENABLE=1`` in the environment (PyTorch backs large tensors with huge pages) can save the page
-faults of every fresh batch-sized buffer; whether it does depends on the kernel's huge-page settings, so measure
-(``benchmarks/data_throughput.py`` sets it).
+With a CPU placement the workers run stage 2 on each batch they collate, the batches arrive holding
+``pixel_values``, and :meth:`Stage2Placement.finish` only moves them. On CPU, ``THP_MEM_ALLOC_ENABLE=1`` in the
+environment (PyTorch backs large tensors with huge pages) can save the page faults of every fresh batch-sized
+buffer; whether it does depends on the kernel's huge-page settings, so measure (``benchmarks/data_throughput.py``
+sets it).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..video_decoding import SkippedVideos, VideoDecodeError, VideoReader
-from .views import (
-    STAGE1_ONLY_KEYS,
-    ViewRecipe,
-    apply_views,
-    collate_views,
-    empty_batch,
-    sample_rng,
-    sample_views,
-)
+from ..video_decoding import VideoDecodeError, VideoReader
+from .batches import batch_to_device, collate_views, empty_batch
+from .inputs import SkippedVideos, fetch_remote_video
+from .plans import ViewRecipe, sample_views
+from .rendering import STAGE1_ONLY_KEYS, apply_views
+from .sampling import sample_rng
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ViewCollator", "VideoViewDataset", "build_view_dataloader", "collate_views", "skipped_in_batch"]
+__all__ = [
+    "Stage2Placement",
+    "ViewCollator",
+    "VideoViewDataset",
+    "build_view_dataloader",
+    "collate_views",
+    "skipped_in_batch",
+    "stage2_placement",
+]
+
+
+@dataclass(frozen=True)
+class Stage2Placement:
+    """Where stage 2 runs for one loader's batches, as :func:`stage2_placement` decided it.
+
+    Both ends read it: :func:`build_view_dataloader` builds the workers' collate function and memory pinning from
+    it, and the training or evaluation loop turns each batch it receives into model input with :meth:`finish`.
+
+    Attributes:
+        in_workers: the DataLoader workers render, and batches arrive holding ``pixel_values``; otherwise they
+            arrive as stage-1 batches (decoded canvases and view parameters) and :meth:`finish` renders them.
+        device: where the batches are for; ``None`` leaves them where the loader delivers them (the CPU).
+    """
+
+    in_workers: bool
+    device: torch.device | None = None
+
+    @property
+    def pin_memory(self) -> bool:
+        """Pinned batches let the copy to a CUDA device (``non_blocking``) overlap the step before."""
+        return self.device is not None and self.device.type == "cuda"
+
+    def finish(self, batch: dict[str, Any], recipe: ViewRecipe) -> dict[str, Any]:
+        """Model input from one loader batch, on :attr:`device`: the workers' rendering moved there, or a
+        stage-1 batch rendered there now (:func:`~hf_vssl.data.rendering.apply_views`)."""
+        if self.in_workers:
+            return batch_to_device(batch, self.device)
+        return apply_views(batch, recipe, device=self.device)
+
+    def __str__(self) -> str:
+        if self.in_workers:
+            return "in the DataLoader workers" + (
+                f", batches then moved to {self.device}" if self.device else ""
+            )
+        return (
+            f"on {self.device}" if self.device is not None else "in the main process, on the batch's device"
+        )
+
+
+def stage2_placement(
+    device: torch.device | str | None = None, *, in_workers: bool | None = None
+) -> Stage2Placement:
+    """Decide where stage 2 (crop, resize, flip, colour) runs for batches headed to ``device``.
+
+    This is the one place the decision is made. A CPU run renders in the DataLoader workers: the main process is
+    busy with the model, and the workers write the pixels straight into the shared-memory batch. A GPU run
+    renders on the GPU, where stage 2 is a few batched kernels, and its workers only decode. Without a
+    ``device`` (tools, tests) batches stay stage-1 and are rendered where :meth:`Stage2Placement.finish` is
+    called. ``in_workers`` overrides the choice (the throughput benchmark measures both). Each distinct
+    decision is logged once per process.
+    """
+    device = torch.device(device) if device is not None else None
+    if in_workers is None:
+        in_workers = device is not None and device.type == "cpu"
+    placement = Stage2Placement(bool(in_workers), device)
+    _log_placement(placement)
+    return placement
+
+
+@functools.cache
+def _log_placement(placement: Stage2Placement) -> None:
+    logger.info("View stage 2 (crop, resize, flip, colour) runs %s.", placement)
 
 
 class VideoViewDataset(IterableDataset):
-    """Streams stage-1 view samples (:func:`~hf_vssl.data.views.sample_views`, plus ``labels``) from a source.
+    """Streams stage-1 view samples (:func:`~hf_vssl.data.plans.sample_views`, plus ``labels``) from a source.
 
     Args:
         source: an iterable of examples ``{"video": ..., "label": ..., "key": ...}`` where ``video`` is anything
@@ -140,7 +212,7 @@ class VideoViewDataset(IterableDataset):
 
     def _make_sample(self, video: Any, label: Any, key: str, name: str) -> dict[str, Any]:
         rng = sample_rng(self.seed, self.epoch, key)
-        with VideoReader(video, name=name) as reader:
+        with VideoReader(fetch_remote_video(video, name), name=name) as reader:
             sample = sample_views(reader, self.recipe, rng)
         sample["labels"] = np.array(-1 if label is None else int(label), dtype=np.int64)
         if self.return_keys:
@@ -226,11 +298,9 @@ def build_view_dataloader(
     num_workers: int = 2,
     *,
     seed: int = 0,
-    device: torch.device | str | None = None,
-    augment_in_workers: bool | None = None,
+    placement: Stage2Placement | None = None,
     return_keys: bool = False,
     drop_last: bool = False,
-    pin_memory: bool | None = None,
     prefetch_factor: int | None = None,
     persistent_workers: bool = False,
     multiprocessing_context: Any = None,
@@ -239,21 +309,15 @@ def build_view_dataloader(
     """A DataLoader over :class:`VideoViewDataset` with :func:`collate_views`.
 
     Batches hold only tensors (plus ``keys`` with ``return_keys``), so accelerate can dispatch them. The
-    dataset is ``loader.dataset`` (call its ``set_epoch`` every epoch). Without ``augment_in_workers`` apply
-    :func:`~hf_vssl.data.views.apply_views` to each batch on the training device.
+    dataset is ``loader.dataset`` (call its ``set_epoch`` every epoch). Pass each batch through
+    ``placement.finish(batch, recipe)`` to get the model's input.
 
     Args:
-        device: the device the batches are for. It sets the defaults of the next two arguments: a CPU
-            renders the views in the workers (the main process is busy with the model), a CUDA device gets
-            pinned batches (so ``.to(device, non_blocking=True)`` overlaps the copy) and renders on the GPU.
-        augment_in_workers: run stage 2 in the workers (default: ``device`` is a CPU).
-        pin_memory: pin the batches (default: ``device`` is a CUDA device).
+        placement: where stage 2 runs, from :func:`stage2_placement`: the workers render when it says so, and
+            batches for a CUDA device are pinned. Default ``stage2_placement()``: stage-1 batches, not pinned.
     """
-    device_type = torch.device(device).type if device is not None else None
-    if augment_in_workers is None:
-        augment_in_workers = device_type == "cpu"
-    if pin_memory is None:
-        pin_memory = device_type == "cuda"
+    if placement is None:
+        placement = stage2_placement()
     if isinstance(source, VideoViewDataset):
         dataset = source
     else:
@@ -268,9 +332,9 @@ def build_view_dataloader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=ViewCollator(recipe if augment_in_workers else None),
+        collate_fn=ViewCollator(recipe if placement.in_workers else None),
         drop_last=drop_last,
-        pin_memory=pin_memory,
+        pin_memory=placement.pin_memory,
         **extra,
     )
 

@@ -38,14 +38,14 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 
 from ..video_decoding import VideoDecodeError, VideoReader
+from .encoding import encode_video
+from .inputs import fetch_remote_video
 from .sources import load_video_source, sanitize_key, source_label_names
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "TarShardWriter",
     "prepare_shards",
     "write_dataset_card",
-    "encode_frames",
     "main",
 ]
 
@@ -177,47 +176,6 @@ def target_size(height: int, width: int, short_side: int | None) -> tuple[int, i
     return even(height), even(width)
 
 
-def encode_frames(
-    frames: Iterable[np.ndarray],
-    size: tuple[int, int],
-    fps: float,
-    *,
-    codec: str = "libx264",
-    gop: int = 16,
-    crf: int = 23,
-    fast_decode: bool = False,
-) -> bytes:
-    """Encode RGB frames (each ``uint8 [H, W, 3]``) to MP4 bytes with a keyframe every ``gop`` frames."""
-    height, width = size
-    rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.gop_size = gop
-        if codec == "libx264":
-            options = {"crf": str(crf), "preset": "fast", "threads": "1"}
-            options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
-            if fast_decode:
-                options["tune"] = "fastdecode"
-            stream.options = options
-        else:
-            # mpeg4's default 200 kb/s is far too low; ~0.2 bit per pixel keeps sharp edges
-            stream.bit_rate = int(max(width * height * float(rate) * 0.2, 200_000))
-            stream.max_b_frames = 0
-        wrote = 0
-        for array in frames:
-            # Convert to yuv420p ourselves with one swscale thread: PyAV's implicit conversion uses
-            # FFmpeg's threaded swscale, whose rgb->yuv output differs from run to run.
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p", threads=1)
-            container.mux(stream.encode(frame))
-            wrote += 1
-        container.mux(stream.encode(None))
-    if wrote == 0:
-        raise ValueError("no frames to encode")
-    return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class PrepareSettings:
     """Everything that determines the content of the shards (a resume must use the same settings)."""
@@ -238,22 +196,18 @@ class PrepareSettings:
 
 
 def _source_bytes(video: dict) -> bytes:
+    """The original encoded bytes of a fetched video entry (a path left in it is a local file)."""
     if video.get("bytes") is not None:
         return video["bytes"]
-    from ..video_decoding import _as_av_input
-
-    handle = _as_av_input(video, str(video.get("path")))
-    if isinstance(handle, io.BytesIO):
-        return handle.getvalue()
-    with open(handle, "rb") as f:
-        return f.read()
+    return Path(os.fspath(video["path"]).removeprefix("file://")).read_bytes()
 
 
 def prepare_sample(
     example: dict, settings: PrepareSettings, label_names: list[str] | None
 ) -> tuple[bytes, dict]:
     """Turn one source example into ``(mp4_bytes, json_meta)``; raises :class:`VideoDecodeError` if unreadable."""
-    key, video = example["key"], example["video"]
+    key = example["key"]
+    video = fetch_remote_video(example["video"], key)
     with VideoReader(video, name=key) as reader:
         info = reader.info
         if reader.decodable_frames < info.num_frames:
@@ -264,13 +218,13 @@ def prepare_sample(
         reencode = settings.reencode or not is_mp4
         if reencode:
             size = target_size(info.height, info.width, settings.short_side)
-            data = encode_frames(
+            data = encode_video(
                 reader.iter_frames(size=size),
-                size,
-                info.fps,
+                fps=info.fps,
                 codec=settings.codec or "libx264",
                 gop=settings.gop or 16,
                 crf=settings.crf,
+                preset="fast",
                 fast_decode=settings.fast_decode,
             )
             out_h, out_w = size

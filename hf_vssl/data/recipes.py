@@ -1,4 +1,4 @@
-"""View recipes of the three methods and of evaluation, on top of the view engine (:mod:`.views`).
+"""View recipes of the three methods and of evaluation, on top of the view engine (:mod:`.plans`).
 
 Each recipe is a small dataclass: its fields are the method's view hyper-parameters with the defaults of
 ``docs/METHODS.md``, and :meth:`plan` draws one video's views. MLFO's recipe follows the authors' code; ctrlaug's
@@ -26,16 +26,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..video_decoding import VideoInfo
-from .views import (
-    ColorSpec,
-    CropSpec,
-    FrameGeometry,
-    ViewPlan,
-    ViewRecipe,
-    box_coverage,
-    sample_color_params,
-    sample_crop_box,
-)
+from .plans import ViewPlan, ViewRecipe
+from .sampling import ColorSpec, CropSpec, FrameGeometry, box_coverage, sample_color_params, sample_crop_box
 
 __all__ = ["RECIPES", "ClipViews", "CtrlAugViews", "EvalViews", "HDCViews", "MLFOViews", "build_recipe"]
 
@@ -472,25 +464,16 @@ class EvalViews(ViewRecipe):
         )
 
 
-RECIPES = {"mlfo": MLFOViews, "ctrlaug": CtrlAugViews, "hdc": HDCViews, "clip": ClipViews, "eval": EvalViews}
+# Recipes that belong to no method; a method's recipe is named in its `MethodSpec` (hf_vssl.methods).
+RECIPES = {"clip": ClipViews, "eval": EvalViews}
 
 
 def build_recipe(name: str, **overrides) -> ViewRecipe:
-    """Build a recipe by name (``"mlfo"``, ``"ctrlaug"``, ``"hdc"``, ``"clip"``, ``"eval"``) with field overrides.
+    """Build a recipe that belongs to no method (``"clip"``, ``"eval"``) by name, with field overrides.
 
-    ``CropSpec`` / ``ColorSpec`` fields may be given as dicts (as they come from YAML configs).
+    ``CropSpec`` / ``ColorSpec`` fields may be given as dicts (as they come from YAML configs). A method's training
+    recipe, sized like its model, comes from the method table: ``METHODS[name].build_recipe(config)``.
     """
     if name not in RECIPES:
         raise ValueError(f"unknown view recipe {name!r}; choose from {tuple(RECIPES)}")
-    cls = RECIPES[name]
-    specs = {"crop", "global_crop", "local_crop"}
-    for key, value in list(overrides.items()):
-        if isinstance(value, dict) and key in specs:
-            overrides[key] = CropSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-        elif isinstance(value, dict) and key == "color":
-            overrides[key] = ColorSpec(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-            )
-        elif isinstance(value, list):
-            overrides[key] = tuple(value)
-    return cls(**overrides)
+    return RECIPES[name].from_dict(overrides)

@@ -30,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoding import encode_video
+
 __all__ = [
     "MOTION_CLASSES",
     "SHAPES",
+    "object_track",
     "render_motion_video",
     "synthetic_video_frames",
     "write_synthetic_videos",
@@ -94,7 +97,7 @@ def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _object_track(
+def object_track(
     motion: str, rng: np.random.Generator, num_frames: int, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame ``(centre_x, centre_y, angle, scale)`` of one object, each ``float32 [T]``."""
@@ -154,7 +157,7 @@ def render_motion_video(
         radius = rng.uniform(0.12, 0.18) * min(height, width)  # half of the long axis, pixels
         if motion in ("grow", "shrink"):
             radius *= 0.8
-        centre_x, centre_y, angle, scale = _object_track(motion, rng, num_frames, height, width)
+        centre_x, centre_y, angle, scale = object_track(motion, rng, num_frames, height, width)
         # offsets from the centre on a torus, so objects leaving one side re-enter on the other: [T, H, W]
         dx = (xs - centre_x[:, None, None] + width / 2) % width - width / 2
         dy = (ys - centre_y[:, None, None] + height / 2) % height - height / 2
@@ -203,9 +206,7 @@ def _check_args(classes: Sequence[str] | None, size: tuple[int, int], codec: str
 
 
 def _encode(frames: np.ndarray, fps: int, codec: str, gop: int) -> bytes:
-    from .prepare import encode_frames
-
-    return encode_frames(iter(frames), frames.shape[1:3], fps, codec=codec, gop=gop, crf=20)
+    return encode_video(frames, fps=fps, codec=codec, gop=gop, crf=20, preset="fast")
 
 
 def _manifest_matches(path: Path, params: dict, files: list[Path]) -> bool:

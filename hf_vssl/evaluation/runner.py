@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from hf_vssl.data.loader import build_view_dataloader
+from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names
 
@@ -49,14 +49,15 @@ def video_features(
         source = align_labels(source, label_names)
     require_labels(source, spec)
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    placement = stage2_placement(device)
     loader = build_view_dataloader(
-        source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0, device=device
+        source, recipe, batch_size=batch_size, num_workers=num_workers, seed=0, placement=placement
     )
 
     def batches():
         for batch in loader:
             batch.pop("num_skipped", None)
-            yield recipe.apply(batch, device=device)
+            yield placement.finish(batch, recipe)
 
     features = extract_features(encoder, batches(), device=device)
     if (features.labels < 0).any():

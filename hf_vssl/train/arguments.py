@@ -104,7 +104,8 @@ def check_local_path(name: str, value: str | None) -> None:
 def _parse_value(text: str, annotation) -> Any:
     """Read a command-line value; YAML syntax for lists and mappings (`--model '{a: 1}'`), text for strings."""
     value = yaml.safe_load(text)
-    types = get_args(annotation) or (annotation,)
+    # a list or dict type is one kind (its arguments are the items' types), as in `_coerce`
+    types = (annotation,) if get_origin(annotation) in (list, dict) else get_args(annotation) or (annotation,)
     if str in types and not isinstance(value, (str, list)) and value is not None:
         return text  # `--hub_model_id 007` stays "007"
     return value

@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForVideoClassification
 
-from hf_vssl.data.loader import build_view_dataloader
+from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
 from hf_vssl.evaluation.runner import evaluation_recipe
@@ -68,13 +68,13 @@ class FinetuneArguments:
         return dict(vars(self))
 
 
-def multi_view_accuracy(model, loader, recipe, device) -> float:
+def multi_view_accuracy(model, loader, recipe, placement) -> float:
     """Top-1 accuracy with the softmax averaged over every clip and crop of a video."""
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for batch in loader:
-            batch = recipe.apply(batch, device=device)
+            batch = placement.finish(batch, recipe)
             pixel_values, labels = batch["pixel_values"], batch["labels"]
             videos, views = pixel_values.shape[:2]
             logits = model(pixel_values.flatten(0, 1)).logits.float()
@@ -119,6 +119,7 @@ def finetune(args: FinetuneArguments) -> Path:
     )
     model, optimizer = accelerator.prepare(model, optimizer)
 
+    placement = stage2_placement(accelerator.device)
     train_recipe = build_recipe("clip", clip_length=config.num_frames, output_size=(config.image_size,) * 2)
     train_loader = build_view_dataloader(
         split_source_for_process(
@@ -130,7 +131,7 @@ def finetune(args: FinetuneArguments) -> Path:
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         seed=args.seed,
-        device=accelerator.device,
+        placement=placement,
         drop_last=True,
     )
     test_recipe = evaluation_recipe(
@@ -142,7 +143,7 @@ def finetune(args: FinetuneArguments) -> Path:
         test_recipe,
         batch_size=max(1, args.per_device_train_batch_size // 2),
         num_workers=args.dataloader_num_workers,
-        device=accelerator.device,
+        placement=placement,
     )
 
     for epoch in tqdm(
@@ -152,7 +153,7 @@ def finetune(args: FinetuneArguments) -> Path:
         batches, steps = iter(train_loader), 0
         # Every process steps while all have a batch: DDP would hang on a process that ran out first.
         while all_processes_have_batch(accelerator, (batch := next(batches, None)) is not None):
-            batch = train_recipe.apply(batch, device=accelerator.device)
+            batch = placement.finish(batch, train_recipe)
             output = model(pixel_values=batch["pixel_values"][:, 0], labels=batch["labels"])
             accelerator.backward(output.loss)
             optimizer.step()
@@ -167,7 +168,7 @@ def finetune(args: FinetuneArguments) -> Path:
     unwrapped = accelerator.unwrap_model(model)
     results = {}
     if accelerator.is_main_process:
-        accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, accelerator.device)
+        accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, placement)
         results = {
             "dataset": args.validation_dir,
             "split": "validation",

@@ -1,14 +1,15 @@
 """One accelerate pretraining loop for every hf_vssl method.
 
-The loop knows no method: it builds ``METHODS[args.method].pretraining`` from ``args.model`` and the view recipe of
-the same name from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
+The loop knows no method: it builds the pretraining model of ``args.method``'s table entry (``hf_vssl.methods``)
+from ``args.model`` and its view recipe from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
 the model's ``set_epoch(epoch)``, ``before_optimizer_step()`` (after the gradients are complete, before clipping)
 and ``after_optimizer_step()`` hooks when it has them.
 
 Data stream from a ``datasets`` source, split once per process (never also by accelerate), decoded in DataLoader
-workers (stage 1 of the view engine) and augmented batched on the training device (stage 2). Checkpoints are
-accelerate ``save_state`` folders plus the loop's counters; resuming replays the interrupted epoch's sample
-order, so a resumed run reaches the same weights as an uninterrupted one.
+workers (stage 1 of the view engine) and augmented batched (stage 2) where ``stage2_placement`` puts it: in the
+workers for a CPU run, on the GPU otherwise. Checkpoints are accelerate ``save_state`` folders plus the loop's
+counters; resuming replays the interrupted epoch's sample order, so a resumed run reaches the same weights as an
+uninterrupted one.
 """
 
 import dataclasses
@@ -24,11 +25,11 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 import hf_vssl
-from hf_vssl.data.loader import build_view_dataloader
-from hf_vssl.data.recipes import build_recipe
+from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.sources import load_video_source, split_source_for_process
 from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
 from hf_vssl.evaluation.suite import nest_results
+from hf_vssl.methods import get_method
 
 from .arguments import PretrainArguments, parse_arguments, save_arguments
 from .tracking import build_trackers
@@ -59,22 +60,13 @@ class LoopState:
 
 
 def build_model(args: PretrainArguments):
-    classes = hf_vssl.METHODS.get(args.method)
-    if classes is None:
-        raise ValueError(f"Unknown method {args.method!r}; choose one of {sorted(hf_vssl.METHODS)}.")
-    if classes.pretraining is None:
-        raise NotImplementedError(f"{args.method} has no pretraining model in this version of hf_vssl.")
-    return classes.pretraining(classes.config(**args.model))
+    """The method's pretraining model, from its table entry and the run's `model` values."""
+    return get_method(args.method).build_pretraining_model(**args.model)
 
 
 def build_method_recipe(args: PretrainArguments, config):
-    """The method's view recipe, sized like the model unless the config says otherwise."""
-    recipe_args = dict(args.recipe)
-    names = {f.name for f in dataclasses.fields(type(build_recipe(args.method)))}
-    if "clip_length" in names:
-        recipe_args.setdefault("clip_length", config.num_frames)
-    recipe_args.setdefault("output_size", (config.image_size, config.image_size))
-    return build_recipe(args.method, **recipe_args)
+    """The method's view recipe, sized like the model unless the run's `recipe` values say otherwise."""
+    return get_method(args.method).build_recipe(config, **args.recipe)
 
 
 def prepare_output_dir(args: PretrainArguments, accelerator: Accelerator) -> Path:
@@ -174,13 +166,14 @@ def train(args: PretrainArguments) -> Path:
         source = source.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
     # Split here, once; the DataLoader is not passed to accelerate.prepare, which would split it a second time.
     source = split_source_for_process(source, accelerator.process_index, accelerator.num_processes)
+    placement = stage2_placement(accelerator.device)
     loader = build_view_dataloader(
         source,
         recipe,
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         seed=args.seed,
-        device=accelerator.device,
+        placement=placement,
         return_keys=args.record_sample_keys,
         # Equal batches on every process: contrastive negatives are indexed by process rank.
         drop_last=True,
@@ -268,7 +261,7 @@ def train(args: PretrainArguments) -> Path:
             keys = batch.pop("keys", None)
             if sample_keys is not None and keys is not None:
                 sample_keys.write("".join(f"{epoch}\t{key}\n" for key in keys))
-            views = recipe.apply(batch, device=accelerator.device)
+            views = placement.finish(batch, recipe)
             with accelerator.accumulate(model):
                 output = model(**views)
                 accelerator.backward(output.loss)
