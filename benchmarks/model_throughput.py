@@ -7,6 +7,8 @@
   one ``HDCForPreTraining`` step (anchor through the online encoder with gradient, both positives through the momentum
   encoder without, six queue contrasts, the momentum update) against the same 3-clip reference and against the bare
   backbone work of that step (forward + backward on the anchor, forward without gradient on the positives).
+  and one ``CtrlAugForPreTraining`` step (global view + 2 local clips with their tubes, all four terms) against the
+  same 3-clip reference (the same backbone architecture).
 
     python benchmarks/model_throughput.py [--batch-size 4] [--frames 16] [--size 112] [--repeats 5] [--device cpu]
 
@@ -98,6 +100,22 @@ def main() -> None:
     moco_s = timed(moco_backbone_step, args.repeats, device)
     hdc_s = timed(hdc_step, args.repeats, device)
 
+    # ctrlaug: the global view and two local clips per video, each local clip's tube inside the global view.
+    ctrlaug = (
+        hf_vssl.CtrlAugForPreTraining(
+            hf_vssl.CtrlAugConfig(backbone="r3d", num_frames=frames, image_size=size)
+        )
+        .to(device)
+        .train()
+    )
+    tubes = torch.tensor([[0.0, 0.25, 0.1, 0.2, 0.6, 0.9], [0.5, 0.75, 0.4, 0.0, 1.0, 0.5]], device=device)
+    tubes = tubes.expand(batch, 2, 6)
+
+    def ctrlaug_step():
+        ctrlaug(views, tubes=tubes).loss.backward()
+
+    ctrlaug_step_s = timed(ctrlaug_step, args.repeats, device)
+
     rows = [
         ("inference: plain PyTorch R3D-18 (reference)", batch / plain_s, 1.0),
         ("inference: MLFOModel, same weights", batch / ours_s, plain_s / ours_s),
@@ -114,6 +132,11 @@ def main() -> None:
             1.0,
         ),
         ("training: HDCForPreTraining step against the MoCo reference", batch / hdc_s, moco_s / hdc_s),
+        (
+            "training: CtrlAugForPreTraining step, all terms",
+            batch / ctrlaug_step_s,
+            backbone_s / ctrlaug_step_s,
+        ),
     ]
     print(f"device={device}, batch={batch} videos, clip={frames}x{size}x{size}, median of {args.repeats}\n")
     print("| run | videos/s | ratio to reference |\n|---|---:|---:|")

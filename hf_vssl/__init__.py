@@ -12,7 +12,13 @@ from .configuration_mlfo import MLFOConfig
 from .configuration_vssl import VideoSSLConfig
 from .image_processing_vssl import VideoSSLImageProcessor
 from .methods import METHODS, CardInfo, MethodSpec, register_method
-from .modeling_ctrlaug import CtrlAugForVideoClassification, CtrlAugModel, CtrlAugPreTrainedModel
+from .modeling_ctrlaug import (
+    CtrlAugForPreTraining,
+    CtrlAugForVideoClassification,
+    CtrlAugModel,
+    CtrlAugPreTrainedModel,
+    CtrlAugPreTrainingOutput,
+)
 from .modeling_hdc import (
     HDCForPreTraining,
     HDCForVideoClassification,
@@ -41,6 +47,8 @@ __all__ = [
     "CardInfo",
     "MethodSpec",
     "CtrlAugConfig",
+    "CtrlAugForPreTraining",
+    "CtrlAugPreTrainingOutput",
     "CtrlAugForVideoClassification",
     "CtrlAugModel",
     "CtrlAugPreTrainedModel",

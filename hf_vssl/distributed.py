@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 __all__ = [
     "gather_no_grad",
+    "gather_rows",
     "gather_with_grad",
     "gather_with_local_grad",
     "is_distributed",
@@ -142,3 +143,21 @@ def gather_with_local_grad(
     with torch.no_grad():
         gathered = _gather(tensor.detach(), group, sizes)
     return torch.cat([gathered[:start], tensor, gathered[start + tensor.shape[0] :]])
+
+
+def gather_rows(
+    tensor: torch.Tensor,
+    gradient: str = "all",
+    group: "dist.ProcessGroup | None" = None,
+    assume_equal_sizes: bool = False,
+) -> torch.Tensor:
+    """Every process's rows of `tensor`, with gradient as a model's `gather_gradient` setting says.
+
+    `"all"`: `gather_with_grad` (several processes train exactly as one on their joint batch); `"local"`:
+    `gather_with_local_grad` (only this process's rows carry gradient, the MLFO authors' scheme).
+    """
+    if gradient == "all":
+        return gather_with_grad(tensor, group, assume_equal_sizes)
+    if gradient == "local":
+        return gather_with_local_grad(tensor, group, assume_equal_sizes)
+    raise ValueError(f"`gradient` must be 'all' or 'local', got {gradient!r}.")

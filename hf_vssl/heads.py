@@ -49,6 +49,9 @@ __all__ = [
     "gradient_reversal",
     "init_module_",
     "momentum_update_",
+    "tube_cell_weights",
+    "tube_iou",
+    "tube_pool",
 ]
 
 
@@ -459,3 +462,95 @@ def _check_positive(**sizes) -> None:
     for name, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+# --- Tube geometry: regions of a feature map given by normalised spatio-temporal boxes ------------------------------
+# A tube is `(t0, t1, x0, y0, x1, y1)` in the normalised coordinates of a view: time and both image axes run over
+# [0, 1], and a stage map with T x H x W cells has cell (t, h, w) covering [t/T, (t+1)/T) x [h/H, (h+1)/H) x
+# [w/W, (w+1)/W) (the convention of `CtrlAugViews`' tubes). Nothing here has parameters.
+
+
+def _interval_overlap(start: torch.Tensor, end: torch.Tensor, cells: int) -> torch.Tensor:
+    """Fraction of each of `cells` equal cells of [0, 1] covered by [start, end]: `[..., cells]` from `[...]`."""
+    edges = torch.arange(cells + 1, device=start.device, dtype=start.dtype) / cells
+    covered = torch.minimum(end[..., None], edges[1:]) - torch.maximum(start[..., None], edges[:-1])
+    return covered.clamp_min(0) * cells
+
+
+def tube_cell_weights(tubes: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    r"""Fraction of every cell's volume that each tube covers, a product of three 1-D overlaps.
+
+        w[t, h, w] = o_t(t0, t1) * o_y(y0, y1)[h] * o_x(x0, x1)[w],   o(a, b)[c] = |[a, b] & cell c| / |cell c|
+
+    Args:
+        tubes (`torch.Tensor` of shape `[..., 6]`): `(t0, t1, x0, y0, x1, y1)`, normalised.
+        grid (`tuple[int, int, int]`): cells `(T, H, W)` of the feature map.
+
+    Returns:
+        `torch.Tensor` of shape `[..., T, H, W]`, in [0, 1], float32 at least (float64 for float64 tubes).
+    """
+    if not isinstance(tubes, torch.Tensor) or tubes.ndim < 1 or tubes.shape[-1] != 6:
+        got = tuple(tubes.shape) if isinstance(tubes, torch.Tensor) else type(tubes).__name__
+        raise ValueError(f"`tubes` must have shape [..., 6] (t0, t1, x0, y0, x1, y1), got {got}.")
+    tubes = tubes.detach()
+    if tubes.dtype != torch.float64:
+        tubes = tubes.float()
+    t0, t1, x0, y0, x1, y1 = tubes.unbind(-1)
+    frames, height, width = grid
+    over_t = _interval_overlap(t0, t1, frames)
+    over_y = _interval_overlap(y0, y1, height)
+    over_x = _interval_overlap(x0, x1, width)
+    return over_t[..., :, None, None] * over_y[..., None, :, None] * over_x[..., None, None, :]
+
+
+def tube_pool(feature_map: torch.Tensor, tubes: torch.Tensor) -> torch.Tensor:
+    r"""Region features: the overlap-weighted average of a map's cells inside each tube (a soft RoI pooling).
+
+        r_k = sum_{thw} w_k[t, h, w] F[:, t, h, w] / sum_{thw} w_k[t, h, w]   (weights from `tube_cell_weights`)
+
+    The weights are constants (no gradient to the tubes); a tube that covers no cell gives a zero vector.
+    Computed in at least float32 with autocast off.
+
+    Args:
+        feature_map (`torch.Tensor` of shape `[B, C, T, H, W]`): one view's stage map per video.
+        tubes (`torch.Tensor` of shape `[B, K, 6]`): K tubes per video in that view's normalised coordinates.
+
+    Returns:
+        `torch.Tensor` of shape `[B, K, C]`.
+    """
+    if feature_map.ndim != 5 or tubes.ndim != 3 or tubes.shape[0] != feature_map.shape[0]:
+        raise ValueError(
+            f"tube_pool takes `feature_map` [B, C, T, H, W] and `tubes` [B, K, 6], got "
+            f"{tuple(feature_map.shape)} and {tuple(tubes.shape)}."
+        )
+    with torch.autocast(device_type=feature_map.device.type, enabled=False):
+        if feature_map.dtype in (torch.float16, torch.bfloat16):
+            feature_map = feature_map.float()
+        weights = tube_cell_weights(tubes, feature_map.shape[2:]).to(feature_map.dtype)  # [B, K, T, H, W]
+        weights = weights / weights.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1e-12)
+        return torch.einsum("bkthw,bcthw->bkc", weights, feature_map)
+
+
+def tube_iou(tubes_a: torch.Tensor, tubes_b: torch.Tensor) -> torch.Tensor:
+    r"""3-D intersection over union of every pair of tubes of the same video: `[B, K, 6] x [B, L, 6] -> [B, K, L]`.
+
+    Tubes are axis-aligned boxes in (t, x, y): the intersection volume is the product of the three 1-D overlaps.
+    Empty tubes give 0 (never nan).
+    """
+    a, b = tubes_a.detach()[:, :, None], tubes_b.detach()[:, None, :]
+
+    def overlap(start, end):
+        return (
+            torch.minimum(a[..., end], b[..., end]) - torch.maximum(a[..., start], b[..., start])
+        ).clamp_min(0)
+
+    def volume(tube):
+        return (
+            (tube[..., 1] - tube[..., 0]).clamp_min(0)
+            * (tube[..., 4] - tube[..., 2]).clamp_min(0)
+            * (tube[..., 5] - tube[..., 3]).clamp_min(0)
+        )
+
+    intersection = overlap(0, 1) * overlap(2, 4) * overlap(3, 5)
+    union = volume(a) + volume(b) - intersection
+    return torch.where(union > 0, intersection / union.clamp_min(1e-12), torch.zeros_like(union))

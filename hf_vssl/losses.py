@@ -20,6 +20,7 @@ __all__ = [
     "info_nce",
     "similarity_logits",
     "sinkhorn",
+    "soft_target_contrast",
     "soft_target_cross_entropy",
     "swapped_prediction",
     "timestamp_alignment",
@@ -271,45 +272,106 @@ def swapped_prediction(
 
 
 def timestamp_alignment(
-    local_seq: torch.Tensor, global_seq: torch.Tensor, temperature: float = 0.07
+    local_seq: torch.Tensor,
+    global_seq: torch.Tensor,
+    temperature: float = 0.07,
+    slots: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Two-way time-step matching between a local and a global sequence of the same video.
 
-    Each time step of both sequences is L2-normalised over D. Per video i, `M_i[m, n] = <s_im, g_in> / t`.
-    Local step m must pick global step m among the video's T global steps, and global step n must pick local
-    step n among the T local steps:
+    Each time step of both sequences is L2-normalised over D. Per video i, `M_i[m, n] = <s_im, g_in> / t`. Local
+    step m must pick its slot `c_im` among the video's T global steps, and every global step n that is the slot of
+    at least one local step must pick those local steps among the video's M local steps (a soft target spread
+    evenly over them):
 
-        loss = 1/2 ( mean_{i,m} CE(M_i[m, :], m) + mean_{i,n} CE(M_i[:, n], n) )
+        loss = 1/2 ( mean_{i,m} CE(M_i[m, :], c_im) + mean_i mean_{n claimed in i} CE(M_i[:, n], uniform{m : c_im = n}) )
 
-    Candidates come from the same video only (no cross-video negatives).
+    Without `slots`, `c_im = m` and M = T (MLFO: local step m is global step m, every global step is claimed once,
+    and the second part is an ordinary CE with target n). With `slots`, several local steps may share a slot and a
+    global step may be nobody's slot (ctrlaug: local clips placed inside a longer global view). Candidates come
+    from the same video only (no cross-video negatives).
 
     Args:
-        local_seq (`torch.Tensor` of shape `[N, T, D]`): local sequence per video (e.g. clips A and B pooled to
-            T/2 steps each, concatenated in time).
-        global_seq (`torch.Tensor` of shape `[N, T, D]`): global sequence per video, aligned step by step.
+        local_seq (`torch.Tensor` of shape `[N, M, D]`): local sequence per video (e.g. clips A and B pooled to
+            T/2 steps each, concatenated in time; or the steps of several local clips side by side).
+        global_seq (`torch.Tensor` of shape `[N, T, D]`): global sequence per video.
         temperature (`float`, defaults to 0.07): softmax temperature.
+        slots (`torch.LongTensor` of shape `[N, M]`, *optional*): the global step each local step belongs to, in
+            `[0, T)`. Defaults to `arange(T)` per video, which needs M = T.
 
     Returns:
         `torch.Tensor`: scalar loss.
     """
-    _check_shape(local_seq, "local_seq", 3, "[N, T, D]")
+    _check_shape(local_seq, "local_seq", 3, "[N, M, D]")
     _check_shape(global_seq, "global_seq", 3, "[N, T, D]")
-    if local_seq.shape != global_seq.shape:
-        raise ValueError(
-            f"`local_seq` and `global_seq` must have the same shape [N, T, D], got {tuple(local_seq.shape)} "
-            f"and {tuple(global_seq.shape)}."
-        )
+    num_videos, num_local, dim = local_seq.shape
+    num_steps = global_seq.shape[1]
+    if slots is None:
+        if local_seq.shape != global_seq.shape:
+            raise ValueError(
+                f"`local_seq` and `global_seq` must have the same shape [N, T, D] without `slots`, got "
+                f"{tuple(local_seq.shape)} and {tuple(global_seq.shape)}."
+            )
+    else:
+        if global_seq.shape[0] != num_videos or global_seq.shape[2] != dim:
+            raise ValueError(
+                f"`global_seq` must have shape [{num_videos}, T, {dim}] like `local_seq`, got "
+                f"{tuple(global_seq.shape)}."
+            )
+        if not isinstance(slots, torch.Tensor) or tuple(slots.shape) != (num_videos, num_local):
+            got = tuple(slots.shape) if isinstance(slots, torch.Tensor) else type(slots).__name__
+            raise ValueError(f"`slots` must have shape [{num_videos}, {num_local}], got {got}.")
+        if slots.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"`slots` must be an integer tensor, got {slots.dtype}.")
     _check_temperature(temperature)
-    num_videos, num_steps, _ = local_seq.shape
-    if local_seq.numel() == 0:
+    if local_seq.numel() == 0 or global_seq.numel() == 0:
         raise ValueError(
-            f"`local_seq` and `global_seq` must be non-empty, got shape {tuple(local_seq.shape)}."
+            f"`local_seq` and `global_seq` must be non-empty, got shapes {tuple(local_seq.shape)} and "
+            f"{tuple(global_seq.shape)}."
         )
+    if slots is None:
+        slots = torch.arange(num_steps, device=local_seq.device).expand(num_videos, num_steps)
+    slots = slots.long()
+    torch._assert_async(
+        ((slots >= 0) & (slots < num_steps)).all(), "timestamp_alignment: `slots` must lie in [0, T)."
+    )
     with _no_autocast(local_seq):
         local_seq = F.normalize(_full_precision(local_seq), dim=-1)
         global_seq = F.normalize(_full_precision(global_seq), dim=-1)
-        logits = torch.einsum("nmd,nkd->nmk", local_seq, global_seq) / temperature  # [N, T, T]
-        targets = torch.arange(num_steps, device=logits.device).repeat(num_videos)
-        local_to_global = F.cross_entropy(logits.reshape(-1, num_steps), targets)
-        global_to_local = F.cross_entropy(logits.transpose(1, 2).reshape(-1, num_steps), targets)
+        logits = torch.einsum("nmd,nkd->nmk", local_seq, global_seq) / temperature  # [N, M, T]
+        local_to_global = F.cross_entropy(logits.reshape(-1, num_steps), slots.reshape(-1))
+        # Column n of video i: a distribution over the local steps whose slot is n; unclaimed columns drop out.
+        claims = F.one_hot(slots, num_steps).to(logits.dtype).transpose(1, 2)  # [N, T, M]
+        counts = claims.sum(dim=-1)  # [N, T]
+        claimed = counts > 0
+        targets = claims / counts.clamp_min(1)[..., None]
+        log_probs = F.log_softmax(logits.transpose(1, 2), dim=-1)  # [N, T, M]
+        per_column = -(targets * log_probs).sum(dim=-1)  # 0 for unclaimed columns
+        # Mean over a video's claimed columns, then over videos: every video weighs the same, so a batch split
+        # across processes averages to the loss of the whole batch.
+        per_video = per_column.sum(dim=1) / claimed.sum(dim=1)
+        global_to_local = per_video.mean()
         return 0.5 * (local_to_global + global_to_local)
+
+
+def soft_target_contrast(
+    anchors: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    r"""Contrast with a soft target: cross-entropy of `softmax_j(<a_i, c_j> / temperature)` against `t_ij`.
+
+        loss = mean_i ( -sum_j t_ij log softmax_j(<a_i, c_j> / temperature) )
+
+    ctrlaug's soft region contrast: anchors are a batch's local clips, candidates the region features of every
+    clip of every video, `t_ij` the anchor clip's 3-D tube IoU with clip j of the same video (0 for other videos),
+    normalised per row. The symmetric form is a second call with anchors and candidates exchanged.
+
+    Args:
+        anchors (`torch.Tensor` of shape `[N, D]`): L2-normalised anchor embeddings.
+        candidates (`torch.Tensor` of shape `[M, D]`): L2-normalised candidate embeddings (typically gathered).
+        targets (`torch.Tensor` of shape `[N, M]`): non-negative target weights, rows summing to 1.
+        temperature (`float`, defaults to 0.07): softmax temperature.
+
+    Returns:
+        `torch.Tensor`: scalar loss (float32, or float64 for float64 inputs).
+    """
+    return soft_target_cross_entropy(similarity_logits(anchors, candidates, temperature), targets)

@@ -27,7 +27,7 @@ from .configuration_ctrlaug import CtrlAugConfig
 from .configuration_hdc import HDCConfig
 from .configuration_mlfo import MLFOConfig
 from .image_processing_vssl import VideoSSLImageProcessor
-from .modeling_ctrlaug import CtrlAugForVideoClassification, CtrlAugModel
+from .modeling_ctrlaug import CtrlAugForPreTraining, CtrlAugForVideoClassification, CtrlAugModel
 from .modeling_hdc import HDCForPreTraining, HDCForVideoClassification, HDCModel
 from .modeling_mlfo import MLFOForPreTraining, MLFOForVideoClassification, MLFOModel
 from .video_processing_vssl import VideoSSLVideoProcessor
@@ -181,9 +181,15 @@ register_method(
         config=CtrlAugConfig,
         model=CtrlAugModel,
         classifier=CtrlAugForVideoClassification,
-        pretraining=None,
+        pretraining=CtrlAugForPreTraining,
         recipe="hf_vssl.data.recipes:CtrlAugViews",
         card=CardInfo("ctrlaug", "2203.16632"),
+        configs={
+            "demo": "ctrlaug_tiny_demo.yaml",
+            "k400": "ctrlaug_r3d18_k400.yaml",
+            "k400_r2plus1d": "ctrlaug_r2plus1d18_k400.yaml",
+            "ucf101": "ctrlaug_r3d18_ucf101.yaml",
+        },
     )
 )
 register_method(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hf_vssl.losses import (
     info_nce,
     sinkhorn,
+    soft_target_contrast,
     soft_target_cross_entropy,
     swapped_prediction,
     timestamp_alignment,
@@ -398,3 +399,65 @@ def test_timestamp_alignment_rejects_mismatched_shapes():
         timestamp_alignment(torch.randn(2, 4, 8), torch.randn(2, 2, 8))
     with pytest.raises(ValueError, match="local_seq"):
         timestamp_alignment(torch.randn(4, 8), torch.randn(4, 8))
+
+
+# --- timestamp alignment with slots (ctrlaug's order term) and the soft-target contrast ----------------------------
+
+
+def _slotted_reference(local_seq, global_seq, slots, temperature):
+    """Explicit loops: each local step picks its slot; each claimed global step its local steps (uniform target),
+    averaged over the video's claimed steps, then over videos."""
+    rows, videos = [], []
+    for i in range(local_seq.shape[0]):
+        s = [x / x.norm() for x in local_seq[i]]
+        g = [x / x.norm() for x in global_seq[i]]
+        scores = torch.stack([torch.stack([torch.dot(a, b) / temperature for b in g]) for a in s])
+        for m, slot in enumerate(slots[i].tolist()):
+            rows.append(-torch.log_softmax(scores[m], dim=0)[slot])
+        columns = []
+        for n in range(len(g)):
+            mine = [m for m, slot in enumerate(slots[i].tolist()) if slot == n]
+            if mine:
+                log_p = torch.log_softmax(scores[:, n], dim=0)
+                columns.append(-sum(log_p[m] for m in mine) / len(mine))
+        videos.append(sum(columns) / len(columns))
+    return 0.5 * (sum(rows) / len(rows) + sum(videos) / len(videos))
+
+
+def test_timestamp_alignment_with_slots():
+    generator = torch.Generator().manual_seed(7)
+    local_seq = torch.randn(2, 5, 6, generator=generator, dtype=torch.float64)
+    global_seq = torch.randn(2, 4, 6, generator=generator, dtype=torch.float64)
+    slots = torch.tensor([[0, 0, 1, 3, 3], [2, 2, 2, 2, 1]])  # shared slots, unclaimed global steps
+    _assert_value_and_grad(
+        lambda s, g: timestamp_alignment(s, g, 0.1, slots=slots),
+        lambda s, g: _slotted_reference(s, g, slots, 0.1),
+        [local_seq, global_seq],
+    )
+    # The identity slots are MLFO's alignment.
+    square = torch.randn(2, 4, 6, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(
+        timestamp_alignment(square, global_seq, 0.1, slots=torch.arange(4).repeat(2, 1)),
+        timestamp_alignment(square, global_seq, 0.1),
+    )
+    with pytest.raises(ValueError, match="slots"):
+        timestamp_alignment(local_seq, global_seq, 0.1, slots=slots[:, :3])
+
+
+def test_soft_target_contrast_is_the_cross_entropy_of_cosine_logits():
+    generator = torch.Generator().manual_seed(8)
+    anchors = F.normalize(torch.randn(3, 4, generator=generator, dtype=torch.float64), dim=1)
+    candidates = F.normalize(torch.randn(5, 4, generator=generator, dtype=torch.float64), dim=1)
+    targets = torch.rand(3, 5, generator=generator, dtype=torch.float64)
+    targets = targets / targets.sum(dim=1, keepdim=True)
+
+    def reference(a, c):
+        total = 0.0
+        for i in range(3):
+            log_p = torch.log_softmax(torch.stack([torch.dot(a[i], c[j]) / 0.2 for j in range(5)]), dim=0)
+            total = total - sum(targets[i, j] * log_p[j] for j in range(5))
+        return total / 3
+
+    _assert_value_and_grad(
+        lambda a, c: soft_target_contrast(a, c, targets, 0.2), reference, [anchors, candidates]
+    )

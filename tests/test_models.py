@@ -126,7 +126,13 @@ def test_bad_config_values_fail_at_creation(method, overrides, message):
         ("mlfo", {"graph_threshold": 1.5}, "graph_threshold"),
         ("mlfo", {"use_prototypes": False}, "use_graph"),
         ("ctrlaug", {"region_stage": 2}, "region_stage"),
-        ("ctrlaug", {"min_local_coverage": -0.1}, "min_local_coverage"),
+        ("ctrlaug", {"gather_gradient": "some"}, "gather_gradient"),
+        ("ctrlaug", {"gradient_reversal_strength": -0.1}, "gradient_reversal_strength"),
+        (
+            "ctrlaug",
+            {"use_instance": False, "use_region": False, "use_mi": False, "use_order": False},
+            "At least one",
+        ),
         ("hdc", {"invariance_weighting": "learned"}, "invariance_weighting"),
         ("hdc", {"tap_stages": [2, 5]}, "tap_stages"),
         ("hdc", {"momentum": 1.5}, "momentum"),
@@ -179,12 +185,18 @@ def test_method_defaults_follow_the_specification():
         0.07,
     )
     ctrlaug = hf_vssl.CtrlAugConfig()
-    assert (ctrlaug.num_local_clips, ctrlaug.order_weight, ctrlaug.mi_weight, ctrlaug.region_stage) == (
-        2,
+    assert (
+        ctrlaug.order_weight,
+        ctrlaug.mi_weight,
+        ctrlaug.region_stage,
+        ctrlaug.gradient_reversal_strength,
+    ) == (
         1.0,
         0.1,
         4,
+        0.1,
     )
+    assert not hasattr(ctrlaug, "num_local_clips")  # view sampling lives in the recipe only
     hdc = hf_vssl.HDCConfig()
     assert (hdc.tap_stages, hdc.momentum, hdc.queue_size, hdc.spatial_weight) == (
         [2, 3, 4],

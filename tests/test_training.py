@@ -166,6 +166,42 @@ def test_resumed_run_reaches_the_same_weights_bitwise(
     assert not different, different
 
 
+CTRLAUG_RUN = {
+    **TINY_RUN,
+    "method": "ctrlaug",
+    "model": {
+        "embedding_size": 8,
+        "hidden_sizes": [8, 16, 16, 32],
+        "depths": [1, 1, 1, 1],
+        "num_frames": 8,
+        "image_size": 32,
+        "projection_dim": 16,
+        "gradient_reversal_strength": 1.0,
+        "gradient_reversal_warmup_epochs": 3,
+    },
+    "recipe": {},
+}
+
+
+def test_ctrlaug_run_resumed_mid_warm_up_reaches_the_same_weights_bitwise(tmp_path, tiny_data):
+    """The reversal strength comes from the epoch the loop hands to `set_epoch`: a run stopped in epoch 1 of a
+    3-epoch ramp (strength 1/3) and resumed into epoch 2 (2/3) equals the uninterrupted run bit for bit."""
+    config = tmp_path / "ctrlaug.yaml"
+    config.write_text(yaml.safe_dump({**CTRLAUG_RUN, "num_train_epochs": 3}))
+
+    def pretrain(output_dir, *options):
+        _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], output_dir, *options)])
+
+    pretrain(tmp_path / "straight", "--max_steps", "14")
+    pretrain(tmp_path / "resumed", "--max_steps", "8")
+    pretrain(tmp_path / "resumed", "--max_steps", "14", "--resume_from_checkpoint", "latest")
+    straight = _final_checkpoint_weights(tmp_path / "straight")
+    resumed = _final_checkpoint_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys() and any(key.startswith("critic_high.") for key in straight)
+    different = [name for name in straight if not straight[name].equal(resumed[name])]
+    assert not different, different
+
+
 def test_resuming_a_finished_run_or_an_older_checkpoint(tmp_path, tiny_data):
     out = tmp_path / "run"
     args = _run_args(_config(tmp_path), tiny_data["train"], out)

@@ -105,12 +105,15 @@ class VideoSSLCommonTests(ModelTesterMixin):
     def _is_pretraining(model_class):
         return model_class.__name__.endswith("ForPreTraining")
 
+    def pretraining_inputs(self, clip: torch.Tensor) -> dict:
+        """What a pretraining model takes, built from one clip per video: the views of its recipe
+        `[B, V, T, C, H, W]` (3 here) and any recorded view parameters; a method's test class extends it."""
+        return {"pixel_values": torch.stack([clip, clip.flip(1), clip.roll(1, dims=-1)], dim=1)}
+
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
         if self._is_pretraining(model_class):
-            # Pretraining models take the views of their recipe: [B, V, T, C, H, W].
-            clip = inputs_dict["pixel_values"]
-            inputs_dict["pixel_values"] = torch.stack([clip, clip.flip(1), clip.roll(1, dims=-1)], dim=1)
+            inputs_dict.update(self.pretraining_inputs(inputs_dict["pixel_values"]))
         if return_labels and model_class.__name__.endswith("ForVideoClassification"):
             # Fixed labels: the mixin prepares inputs more than once and compares the outputs.
             inputs_dict["labels"] = torch.arange(self.model_tester.batch_size) % self.model_tester.num_labels
@@ -133,13 +136,12 @@ class VideoSSLCommonTests(ModelTesterMixin):
         frames, size = self.model_tester.num_frames, self.model_tester.image_size
         for model_class in self.all_model_classes:
             model = model_class(config).eval()
+            inputs = self._prepare_for_class(inputs_dict, model_class)
             with torch.no_grad():
-                outputs = model(
-                    **self._prepare_for_class(inputs_dict, model_class), output_hidden_states=True
-                )
+                outputs = model(**inputs, output_hidden_states=True)
             hidden_states = outputs.hidden_states
             self.assertEqual(len(hidden_states), 4)
-            # A pretraining model encodes every view of every video.
+            # A pretraining model's encoder sees `pretraining_hidden_clips_per_video` views of every video.
             clips = self.model_tester.batch_size * (
                 self.pretraining_hidden_clips_per_video if self._is_pretraining(model_class) else 1
             )
@@ -158,6 +160,14 @@ class MLFOCommonTest(VideoSSLCommonTests, unittest.TestCase):
 
 class CtrlAugCommonTest(VideoSSLCommonTests, unittest.TestCase):
     method, backbone = "ctrlaug", "r2plus1d"
+    config_overrides = dict(projection_dim=16)
+
+    def pretraining_inputs(self, clip):
+        # The global view and two local clips, with each local clip's tube in the global view.
+        inputs = super().pretraining_inputs(clip)
+        tubes = torch.tensor([[0.0, 0.5, 0.1, 0.2, 0.6, 0.9], [0.25, 0.75, 0.4, 0.0, 1.0, 0.5]])
+        inputs["tubes"] = tubes.expand(clip.shape[0], 2, 6).to(clip.device, clip.dtype).clone()
+        return inputs
 
 
 class HDCCommonTest(VideoSSLCommonTests, unittest.TestCase):
