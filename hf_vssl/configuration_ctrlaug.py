@@ -9,7 +9,7 @@ local clips from its input.
 
 from huggingface_hub.dataclasses import strict
 
-from .configuration_vssl import VideoSSLConfig, _check_positive
+from .configuration_vssl import VideoSSLConfig, check_positive
 
 GATHER_GRADIENTS = ("local", "all")
 
@@ -79,8 +79,8 @@ class CtrlAugConfig(VideoSSLConfig):
                 raise ValueError(f"`{name}` must be a stage number 1-4, got {getattr(self, name)}.")
         if self.region_stage not in (3, 4):
             raise ValueError(f"`region_stage` must be 3 or 4, got {self.region_stage}.")
-        _check_positive("order_local_steps", self.order_local_steps)
-        _check_positive("critic_temperature", self.critic_temperature)
+        check_positive("order_local_steps", self.order_local_steps)
+        check_positive("critic_temperature", self.critic_temperature)
         for name in (
             "order_weight",
             "mi_weight",

@@ -6,7 +6,7 @@ field so that it can be ablated.
 
 from huggingface_hub.dataclasses import strict
 
-from .configuration_vssl import VideoSSLConfig, _check_positive, _check_probability
+from .configuration_vssl import VideoSSLConfig, check_positive, check_probability
 
 INVARIANCE_WEIGHTINGS = ("measured", "fixed")
 
@@ -68,9 +68,9 @@ class HDCConfig(VideoSSLConfig):
             raise ValueError(
                 f"`invariance_weighting` must be one of {INVARIANCE_WEIGHTINGS}, got {self.invariance_weighting!r}."
             )
-        _check_positive("queue_size", self.queue_size)
-        _check_positive("invariance_floor", self.invariance_floor)
+        check_positive("queue_size", self.queue_size)
+        check_positive("invariance_floor", self.invariance_floor)
         if len(set(self.tap_stages)) != len(self.tap_stages):
             raise ValueError(f"`tap_stages` must not repeat a stage, got {self.tap_stages}.")
         for name in ("momentum", "spatial_weight", "invariance_momentum"):
-            _check_probability(name, getattr(self, name))
+            check_probability(name, getattr(self, name))

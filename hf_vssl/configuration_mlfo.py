@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .configuration_vssl import VideoSSLConfig, _check_positive, _check_probability
+from .configuration_vssl import VideoSSLConfig, check_positive, check_probability
 
 GATHER_GRADIENTS = ("local", "all")
 
@@ -91,11 +91,11 @@ class MLFOConfig(VideoSSLConfig):
             "logit_queue_size",
             "motion_excitation_reduction",
         ):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("logit_queue_start_epoch", "prototype_freeze_epochs", "graph_start_epoch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        _check_probability("graph_threshold", self.graph_threshold)
+        check_probability("graph_threshold", self.graph_threshold)
         if len(self.level_weights) != 3 or any(w < 0 for w in self.level_weights):
             raise ValueError(
                 f"`level_weights` needs 3 non-negative weights (high, mid, low), got {self.level_weights}."

@@ -12,13 +12,13 @@ from transformers import PreTrainedConfig
 from .backbones import BACKBONE_LAYOUTS, backbone_strides
 
 
-def _check_positive(name: str, values) -> None:
+def check_positive(name: str, values) -> None:
     values = list(values) if isinstance(values, (list, tuple)) else [values]
     if not values or any(v <= 0 for v in values):
         raise ValueError(f"`{name}` must be positive, got {values}.")
 
 
-def _check_probability(name: str, value) -> None:
+def check_probability(name: str, value) -> None:
     if not 0 <= value <= 1:
         raise ValueError(f"`{name}` must lie in [0, 1], got {value}.")
 
@@ -79,11 +79,11 @@ class VideoSSLConfig(PreTrainedConfig):
                 f"`hidden_sizes` and `depths` need one entry per stage (4), got {self.hidden_sizes} and {self.depths}."
             )
         for name in ("num_channels", "embedding_size", "hidden_sizes", "depths", "projection_dim"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
 
     def validate_clip_geometry(self):
-        _check_positive("num_frames", self.num_frames)
-        _check_positive("image_size", self.image_size)
+        check_positive("num_frames", self.num_frames)
+        check_positive("image_size", self.image_size)
         stride_t, stride_h, _ = backbone_strides(self.backbone)[-1]
         if self.num_frames < stride_t:
             raise ValueError(
@@ -97,5 +97,5 @@ class VideoSSLConfig(PreTrainedConfig):
             )
 
     def validate_training_scalars(self):
-        _check_probability("classifier_dropout", self.classifier_dropout)
-        _check_positive("temperature", self.temperature)
+        check_probability("classifier_dropout", self.classifier_dropout)
+        check_positive("temperature", self.temperature)

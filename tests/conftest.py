@@ -72,3 +72,23 @@ def no_hf_vssl_runner(tmp_path):
     workdir = tmp_path / "no_hf_vssl"
     workdir.mkdir()
     return lambda code, env=None, timeout=300: run_without_hf_vssl(code, workdir, env, timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A tiny labelled set for training-script tests: 12 synthetic videos (4 classes) as a folder and as shards,
+    plus 8 validation videos."""
+    from hf_vssl.data.synthetic import write_synthetic_shards, write_synthetic_videos
+
+    root = tmp_path_factory.mktemp("data")
+    classes = ("left", "right", "up", "down")
+    shards = root / "shards"
+    write_synthetic_shards(
+        shards, num_per_class=3, num_frames=36, size=(40, 40), classes=classes, num_shards=4
+    )
+    folder = root / "folder"
+    write_synthetic_videos(folder / "train", num_per_class=3, num_frames=36, size=(40, 40), classes=classes)
+    write_synthetic_videos(
+        folder / "validation", num_per_class=2, num_frames=36, size=(40, 40), classes=classes, seed=1
+    )
+    return {"shards": shards, "train": folder / "train", "validation": folder / "validation"}

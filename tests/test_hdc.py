@@ -17,7 +17,7 @@ import hf_vssl
 from hf_vssl.heads import FeatureQueue
 
 from .test_models import CONFIG_ERRORS
-from .test_training import PRETRAIN, _final_checkpoint_weights, _run, _run_args, tiny_data  # noqa: F401
+from .training_runs import PRETRAIN, final_checkpoint_weights, run_args, run_ok
 
 TAU = 0.07
 STAGES = (2, 3, 4)
@@ -472,19 +472,19 @@ TINY_HDC_RUN = {
 }
 
 
-def test_resume_mid_epoch_reaches_the_same_weights_queues_and_ema_bitwise(tmp_path, tiny_data):  # noqa: F811
+def test_resume_mid_epoch_reaches_the_same_weights_queues_and_ema_bitwise(tmp_path, tiny_data):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(TINY_HDC_RUN))
 
     def pretrain(output_dir, *options):
-        _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], output_dir, *options)])
+        run_ok([sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], output_dir, *options)])
 
     # 12 videos, batch 2: 6 steps per epoch; the resume starts mid-epoch 0 and the run crosses into epoch 1.
     pretrain(tmp_path / "straight", "--max_steps", "8")
     pretrain(tmp_path / "resumed", "--max_steps", "3")
     pretrain(tmp_path / "resumed", "--max_steps", "8", "--resume_from_checkpoint", "latest")
-    straight = _final_checkpoint_weights(tmp_path / "straight")
-    resumed = _final_checkpoint_weights(tmp_path / "resumed")
+    straight = final_checkpoint_weights(tmp_path / "straight")
+    resumed = final_checkpoint_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     assert any(k.startswith("momentum_encoder.") for k in straight) and "invariance" in straight
     assert int(straight["queues.stage4.temporal.filled"]) == 5

@@ -10,77 +10,21 @@ from pathlib import Path
 import pytest
 import yaml
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
 
-from hf_vssl.data.synthetic import write_synthetic_shards, write_synthetic_videos
 from hf_vssl.evaluation.results import EvalResults
 from hf_vssl.train.arguments import PretrainArguments, parse_arguments
 
 from .fake_hub import fake_hub_fixture  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
-PRETRAIN = REPO / "training" / "pretrain.py"
-EVALUATE = REPO / "training" / "evaluate.py"
-
-TINY_RUN = {
-    "method": "mlfo",
-    "model": {
-        "embedding_size": 8,
-        "hidden_sizes": [8, 16, 16, 32],
-        "depths": [1, 1, 1, 1],
-        "num_frames": 16,
-        "image_size": 32,
-        "projection_dim": 16,
-        "num_prototypes": 8,
-        "logit_queue_size": 16,
-        "motion_excitation_reduction": 4,
-        "logit_queue_start_epoch": 1,
-        "graph_start_epoch": 1,
-    },
-    "recipe": {"squash_size": None},
-    "per_device_train_batch_size": 2,
-    "num_train_epochs": 1,
-    "dataloader_num_workers": 1,
-    "shuffle_buffer_size": 8,
-    "checkpointing_steps": 2,
-    "logging_steps": 1,
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    classes = ("left", "right", "up", "down")
-    shards = root / "shards"
-    write_synthetic_shards(
-        shards, num_per_class=3, num_frames=36, size=(40, 40), classes=classes, num_shards=4
-    )
-    folder = root / "folder"
-    write_synthetic_videos(folder / "train", num_per_class=3, num_frames=36, size=(40, 40), classes=classes)
-    write_synthetic_videos(
-        folder / "validation", num_per_class=2, num_frames=36, size=(40, 40), classes=classes, seed=1
-    )
-    return {"shards": shards, "train": folder / "train", "validation": folder / "validation"}
-
-
-def _config(tmp_path, **overrides) -> Path:
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({**TINY_RUN, **overrides}))
-    return path
-
-
-def _run_args(config: Path, train_dir, output_dir, *options: str) -> list[str]:
-    """The arguments of one pretraining run (for ``training/pretrain.py`` or ``parse_arguments``)."""
-    return ["--config", str(config), "--train_dir", str(train_dir), "--output_dir", str(output_dir), *options]
-
-
-def _run(args, env=None, timeout=600):
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
-    assert result.returncode == 0, (
-        f"{' '.join(map(str, args))}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    )
-    return result
+from .training_runs import (
+    EVALUATE,
+    PRETRAIN,
+    REPO,
+    TINY_RUN,
+    final_checkpoint_weights,
+    run_args,
+    run_config,
+    run_ok,
+)
 
 
 def _run_failing(args, timeout=300) -> str:
@@ -99,11 +43,11 @@ def _free_port() -> int:
 
 def test_two_processes_see_disjoint_data_and_write_each_checkpoint_once(tmp_path, tiny_data):
     out = tmp_path / "run"
-    _run(
+    run_ok(
         [
             sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--main_process_port", str(_free_port()), str(PRETRAIN),
-            *_run_args(_config(tmp_path), tiny_data["shards"], out, "--max_steps", "3", "--record_sample_keys"),
+            *run_args(run_config(tmp_path), tiny_data["shards"], out, "--max_steps", "3", "--record_sample_keys"),
         ],
         env={"ACCELERATE_USE_CPU": "1"},
     )  # fmt: skip
@@ -132,11 +76,6 @@ def test_two_processes_see_disjoint_data_and_write_each_checkpoint_once(tmp_path
     assert (out / "final" / "model.safetensors").exists()
 
 
-def _final_checkpoint_weights(out: Path) -> dict:
-    newest = max((out / "checkpoints").iterdir(), key=lambda p: int(p.name.split("_")[-1]))
-    return load_file(newest / "model.safetensors")
-
-
 @pytest.mark.parametrize(
     "accumulation, first_steps, all_steps",
     [
@@ -151,16 +90,16 @@ def _final_checkpoint_weights(out: Path) -> dict:
 def test_resumed_run_reaches_the_same_weights_bitwise(
     tmp_path, tiny_data, accumulation, first_steps, all_steps
 ):
-    config = _config(tmp_path, num_train_epochs=2, gradient_accumulation_steps=accumulation)
+    config = run_config(tmp_path, num_train_epochs=2, gradient_accumulation_steps=accumulation)
 
     def pretrain(output_dir, *options):
-        _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], output_dir, *options)])
+        run_ok([sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], output_dir, *options)])
 
     pretrain(tmp_path / "straight", "--max_steps", str(all_steps))
     pretrain(tmp_path / "resumed", "--max_steps", str(first_steps))
     pretrain(tmp_path / "resumed", "--max_steps", str(all_steps), "--resume_from_checkpoint", "latest")
-    straight = _final_checkpoint_weights(tmp_path / "straight")
-    resumed = _final_checkpoint_weights(tmp_path / "resumed")
+    straight = final_checkpoint_weights(tmp_path / "straight")
+    resumed = final_checkpoint_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     different = [name for name in straight if not straight[name].equal(resumed[name])]
     assert not different, different
@@ -190,13 +129,13 @@ def test_ctrlaug_run_resumed_mid_warm_up_reaches_the_same_weights_bitwise(tmp_pa
     config.write_text(yaml.safe_dump({**CTRLAUG_RUN, "num_train_epochs": 3}))
 
     def pretrain(output_dir, *options):
-        _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], output_dir, *options)])
+        run_ok([sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], output_dir, *options)])
 
     pretrain(tmp_path / "straight", "--max_steps", "14")
     pretrain(tmp_path / "resumed", "--max_steps", "8")
     pretrain(tmp_path / "resumed", "--max_steps", "14", "--resume_from_checkpoint", "latest")
-    straight = _final_checkpoint_weights(tmp_path / "straight")
-    resumed = _final_checkpoint_weights(tmp_path / "resumed")
+    straight = final_checkpoint_weights(tmp_path / "straight")
+    resumed = final_checkpoint_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys() and any(key.startswith("critic_high.") for key in straight)
     different = [name for name in straight if not straight[name].equal(resumed[name])]
     assert not different, different
@@ -204,8 +143,8 @@ def test_ctrlaug_run_resumed_mid_warm_up_reaches_the_same_weights_bitwise(tmp_pa
 
 def test_resuming_a_finished_run_or_an_older_checkpoint(tmp_path, tiny_data):
     out = tmp_path / "run"
-    args = _run_args(_config(tmp_path), tiny_data["train"], out)
-    _run([sys.executable, str(PRETRAIN), *args, "--max_steps", "3"])  # checkpoints after steps 2 and 3
+    args = run_args(run_config(tmp_path), tiny_data["train"], out)
+    run_ok([sys.executable, str(PRETRAIN), *args, "--max_steps", "3"])  # checkpoints after steps 2 and 3
 
     def logged_steps():
         lines = (out / "logs" / "metrics.jsonl").read_text().splitlines()
@@ -213,12 +152,12 @@ def test_resuming_a_finished_run_or_an_older_checkpoint(tmp_path, tiny_data):
 
     assert logged_steps() == [1, 2, 3]
     # A finished run resumed with the same limit has nothing left to do.
-    _run([sys.executable, str(PRETRAIN), *args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
+    run_ok([sys.executable, str(PRETRAIN), *args, "--max_steps", "3", "--resume_from_checkpoint", "latest"])
     assert logged_steps() == [1, 2, 3]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
     # Going back to the older checkpoint saves after the newest one instead of colliding with it.
     older = out / "checkpoints" / "checkpoint_0"
-    _run([sys.executable, str(PRETRAIN), *args, "--max_steps", "4", "--resume_from_checkpoint", str(older)])
+    run_ok([sys.executable, str(PRETRAIN), *args, "--max_steps", "4", "--resume_from_checkpoint", str(older)])
     assert logged_steps() == [1, 2, 3, 3, 4]
     # step 4 saved as checkpoint_2; the limit of two then drops checkpoint_0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_1", "checkpoint_2"]
@@ -226,10 +165,10 @@ def test_resuming_a_finished_run_or_an_older_checkpoint(tmp_path, tiny_data):
 
 def test_gradient_accumulation_and_bf16_autocast_run(tmp_path, tiny_data):
     out = tmp_path / "run"
-    _run(
+    run_ok(
         [
             sys.executable, str(PRETRAIN),
-            *_run_args(_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
+            *run_args(run_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
             "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16",
         ]
     )  # fmt: skip
@@ -251,7 +190,7 @@ def test_bad_files_are_skipped_and_counted_in_the_logs(tmp_path, tiny_data):
     for kind, path in bad.items():
         shutil.copy(path, train / "left" / f"bad_{kind}.mp4")
     out = tmp_path / "run"
-    _run([sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), train, out)])
+    run_ok([sys.executable, str(PRETRAIN), *run_args(run_config(tmp_path), train, out)])
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["data/skipped_videos"] == len(bad)  # one epoch: each bad file met once
     assert records[-1]["step"] == 6  # the 12 good videos still train, in batches of 2
@@ -266,7 +205,7 @@ def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, ti
         [
             sys.executable,
             str(PRETRAIN),
-            *_run_args(_config(tmp_path), small.parent, tmp_path / "run", "--max_steps", "3"),
+            *run_args(run_config(tmp_path), small.parent, tmp_path / "run", "--max_steps", "3"),
         ]
     )
     assert "yielded no batch" in stderr
@@ -274,16 +213,16 @@ def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, ti
 
 def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="Unknown key"):
-        parse_arguments(["--config", str(_config(tmp_path, learning_rat=0.1))])
+        parse_arguments(["--config", str(run_config(tmp_path, learning_rat=0.1))])
     with pytest.raises(ValueError, match="Unknown option --learning_rat"):
-        parse_arguments(["--config", str(_config(tmp_path)), "--learning_rat", "0.1"])
+        parse_arguments(["--config", str(run_config(tmp_path)), "--learning_rat", "0.1"])
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
-        parse_arguments(_run_args(_config(tmp_path), tmp_path / "does-not-exist", "x"))
+        parse_arguments(run_args(run_config(tmp_path), tmp_path / "does-not-exist", "x"))
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         parse_arguments(["--config", str(tmp_path / "missing.yaml")])
     args = parse_arguments(
-        _run_args(
-            _config(tmp_path),
+        run_args(
+            run_config(tmp_path),
             tiny_data["train"],
             "x",
             "--model.backbone",
@@ -303,11 +242,11 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
     out.mkdir()
     (out / "run_config.yaml").write_text("method: mlfo\n")
     stderr = _run_failing(
-        [sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), tiny_data["train"], out)]
+        [sys.executable, str(PRETRAIN), *run_args(run_config(tmp_path), tiny_data["train"], out)]
     )
     assert "holds another run" in stderr
     (out / "checkpoints" / "checkpoint_0").mkdir(parents=True)
-    args = parse_arguments(_run_args(_config(tmp_path), tiny_data["train"], out, "--overwrite_output_dir"))
+    args = parse_arguments(run_args(run_config(tmp_path), tiny_data["train"], out, "--overwrite_output_dir"))
     from accelerate import Accelerator
 
     from hf_vssl.train.pretrain import prepare_output_dir
@@ -320,11 +259,11 @@ def test_bad_run_arguments_fail_clearly(tmp_path, tiny_data):
 
 def test_run_arguments_take_the_types_of_their_fields(tmp_path, tiny_data):
     # YAML reads 3e-4 as a string and a lone 70 as an int: both must still reach the optimizer as declared.
-    config = _config(tmp_path, learning_rate="3e-4", lr_decay_epochs=70, report_to="tensorboard")
-    args = parse_arguments(_run_args(config, tiny_data["train"], "x", "--max_grad_norm", "1e3"))
+    config = run_config(tmp_path, learning_rate="3e-4", lr_decay_epochs=70, report_to="tensorboard")
+    args = parse_arguments(run_args(config, tiny_data["train"], "x", "--max_grad_norm", "1e3"))
     assert (args.learning_rate, args.lr_decay_epochs, args.report_to) == (3e-4, [70], ["tensorboard"])
     assert args.max_grad_norm == 1000.0 and isinstance(args.max_grad_norm, float)
-    args = parse_arguments(_run_args(config, tiny_data["train"], "x", "--learning_rate", "1e-4"))
+    args = parse_arguments(run_args(config, tiny_data["train"], "x", "--learning_rate", "1e-4"))
     assert args.learning_rate == 1e-4
     for option, value, message in (
         ("--learning_rate", "fast", "`learning_rate` must be float"),
@@ -332,9 +271,9 @@ def test_run_arguments_take_the_types_of_their_fields(tmp_path, tiny_data):
         ("--knn_monitor_epochs", "0", "`knn_monitor_epochs` must be >= 1"),
     ):
         with pytest.raises(ValueError, match=message):
-            parse_arguments(_run_args(config, tiny_data["train"], "x", option, value))
+            parse_arguments(run_args(config, tiny_data["train"], "x", option, value))
     with pytest.raises(ValueError, match="`model` must be dict"):
-        parse_arguments(_run_args(_config(tmp_path, model="r3d"), tiny_data["train"], "x"))
+        parse_arguments(run_args(run_config(tmp_path, model="r3d"), tiny_data["train"], "x"))
 
 
 def _unlabelled_copy(folder: Path, destination: Path, count: int) -> Path:
@@ -350,7 +289,7 @@ def test_a_validation_run_needs_labelled_training_data_before_it_trains(tmp_path
     out = tmp_path / "run"
     options = ("--validation_dir", str(tiny_data["validation"]))
     stderr = _run_failing(
-        [sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), unlabelled, out, *options)]
+        [sys.executable, str(PRETRAIN), *run_args(run_config(tmp_path), unlabelled, out, *options)]
     )
     assert "no labels" in stderr and str(unlabelled) in stderr
     assert not (out / "checkpoints").exists()  # refused before the first step, not after the last
@@ -382,9 +321,9 @@ def test_pretrain_pushes_a_loadable_repo_with_measured_results(
 ):
     hub_env = fake_hub.env(tmp_path / "hf_home")
     out = tmp_path / "run"
-    _run(
+    run_ok(
         [
-            sys.executable, str(PRETRAIN), *_run_args(_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
+            sys.executable, str(PRETRAIN), *run_args(run_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
             "--validation_dir", str(tiny_data["validation"]), "--push_to_hub", "--hub_model_id", "tester/mlfo-tiny",
         ],
         env=hub_env,
@@ -430,7 +369,7 @@ def test_finetune_ends_in_a_classifier_the_pipeline_loads(tmp_path, tiny_data):
     encoder_dir = tmp_path / "encoder"
     hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
     out = tmp_path / "finetuned"
-    result = _run(
+    result = run_ok(
         [
             sys.executable, str(REPO / "training" / "finetune.py"), "--model_name_or_path", str(encoder_dir),
             "--train_dir", str(tiny_data["train"]), "--validation_dir", str(tiny_data["validation"]),
@@ -469,7 +408,7 @@ def test_the_results_evaluate_writes_render_into_a_card_with_the_numbers_compute
     torch.manual_seed(0)
     hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
     results_file = tmp_path / "results.json"
-    _run(
+    run_ok(
         [
             sys.executable, str(EVALUATE), "--model_name_or_path", str(encoder_dir), "--train_dir", str(tiny_data["train"]),
             "--validation_dir", str(tiny_data["validation"]), "--protocols", "knn", "retrieval", "--num_clips", "2",

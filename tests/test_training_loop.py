@@ -7,7 +7,7 @@ import sys
 from hf_vssl.train.arguments import PretrainArguments
 from hf_vssl.train.pretrain import learning_rate_at
 
-from .test_training import PRETRAIN, _config, _run, _run_args, tiny_data  # noqa: F401
+from .training_runs import PRETRAIN, run_args, run_config, run_ok
 
 NUM_VIDEOS = 12  # tiny_data's training folder: 4 classes x 3 videos
 
@@ -17,12 +17,12 @@ def _logged_steps(output_dir):
     return [r for r in map(json.loads, lines) if "train/loss" in r]
 
 
-def test_accumulation_windows_and_learning_rate_follow_the_epochs(tmp_path, tiny_data):  # noqa: F811
+def test_accumulation_windows_and_learning_rate_follow_the_epochs(tmp_path, tiny_data):
     batch, accumulation, epochs, learning_rate = 2, 4, 3, 1e-3
     out = tmp_path / "run"
-    config = _config(tmp_path, num_train_epochs=epochs, gradient_accumulation_steps=accumulation)
+    config = run_config(tmp_path, num_train_epochs=epochs, gradient_accumulation_steps=accumulation)
     options = ["--learning_rate", str(learning_rate), "--lr_decay_epochs", "1", "--lr_decay_factor", "0.1"]
-    _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], out, *options)])
+    run_ok([sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], out, *options)])
 
     # Each epoch has 12 / 2 = 6 batches: one whole window of 4 and an incomplete one that is dropped, so one
     # optimizer step per epoch. Windows running across epochs would take floor(18 / 4) = 4 steps instead.
@@ -36,10 +36,12 @@ def test_accumulation_windows_and_learning_rate_follow_the_epochs(tmp_path, tiny
     assert [r["train/lr"] for r in records] == expected
 
 
-def test_every_epoch_draws_its_own_order(tmp_path, tiny_data):  # noqa: F811
+def test_every_epoch_draws_its_own_order(tmp_path, tiny_data):
     out = tmp_path / "run"
-    config = _config(tmp_path, num_train_epochs=3, shuffle_buffer_size=12)
-    _run([sys.executable, str(PRETRAIN), *_run_args(config, tiny_data["train"], out, "--record_sample_keys")])
+    config = run_config(tmp_path, num_train_epochs=3, shuffle_buffer_size=12)
+    run_ok(
+        [sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], out, "--record_sample_keys")]
+    )
     orders = {}
     for line in (out / "sample_keys_rank0.txt").read_text().splitlines():
         epoch, key = line.split("\t")
