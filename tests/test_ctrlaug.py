@@ -2,18 +2,15 @@
 term's gradient), region weights on hand-made tubes, the reversal layer's sign and ramp, two processes against one,
 and the hand-over of the encoder (also through remote code)."""
 
-import datetime
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import hf_vssl
 from hf_vssl.heads import tube_cell_weights, tube_iou, tube_pool
 
 from .ctrlaug_reference import cell_weights, iou_3d, reference_terms, region_feature
+from .two_processes import mean_over_processes, run_in_two_processes
 
 TERMS = ["loss", "instance_loss", "region_loss", "mi_loss", "order_loss"]
 
@@ -322,44 +319,23 @@ def _loss_and_gradients(model, pixel_values, tubes):
     return output, [g.detach() for g in grads]
 
 
-def _two_process_worker(rank, rendezvous, results_path):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{rendezvous}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    try:
-        results = {}
-        pixel_values, tubes = views(num_videos=4)
-        for mode in GATHER_GRADIENTS:
-            model = _single_process_model(gather_gradient=mode)
-            shard = slice(2 * rank, 2 * rank + 2)
-            output, grads = _loss_and_gradients(model, pixel_values[shard], tubes[shard])
-            for grad in grads:  # what DDP does
-                dist.all_reduce(grad)
-            terms = {name: output[name].detach().clone() for name in TERMS}
-            for value in terms.values():
-                dist.all_reduce(value)
-            results[mode] = {"grads": [g / 2 for g in grads], "terms": {k: v / 2 for k, v in terms.items()}}
-        if rank == 0:
-            torch.save(results, results_path)
-    finally:
-        dist.destroy_process_group()
+def _two_process_worker(rank):
+    results = {}
+    pixel_values, tubes = views(num_videos=4)
+    shard = slice(2 * rank, 2 * rank + 2)
+    for mode in GATHER_GRADIENTS:
+        model = _single_process_model(gather_gradient=mode)
+        output, grads = _loss_and_gradients(model, pixel_values[shard], tubes[shard])
+        results[mode] = {
+            "grads": [mean_over_processes(g) for g in grads],
+            "terms": {name: mean_over_processes(output[name]) for name in TERMS},
+        }
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ctrlaug_two_processes")
-    mp.start_processes(
-        _two_process_worker,
-        args=(str(directory / "rendezvous"), str(directory / "two.pt")),
-        nprocs=2,
-        start_method="spawn",
-    )
-    return torch.load(directory / "two.pt")
+    return run_in_two_processes(_two_process_worker, tmp_path_factory.mktemp("ctrlaug_two_processes"))[0]
 
 
 @pytest.mark.parametrize("mode", GATHER_GRADIENTS)

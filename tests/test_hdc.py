@@ -2,13 +2,10 @@
 update, the queues and the measured weights by hand, two processes against one, the encoder hand-over and loading
 through remote code, and an exact resume of a training run."""
 
-import datetime
 import sys
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
@@ -18,6 +15,7 @@ from hf_vssl.heads import FeatureQueue
 
 from .test_models import CONFIG_ERRORS
 from .training_runs import PRETRAIN, final_checkpoint_weights, run_args, run_ok
+from .two_processes import mean_over_processes, run_in_two_processes
 
 TAU = 0.07
 STAGES = (2, 3, 4)
@@ -322,45 +320,21 @@ def _prepared_model():
     return model
 
 
-def _two_process_worker(rank, rendezvous, results_path):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{rendezvous}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    try:
-        model = _prepared_model()
-        output = model(views(num_videos=4)[2 * rank : 2 * rank + 2])
-        grads = torch.autograd.grad(output.loss, online_parameters(model))
-        terms = {name: output[name].detach().clone() for name in TERMS}
-        for value in [*terms.values(), *grads]:  # what DDP does with the gradients
-            dist.all_reduce(value)
-        torch.save(
-            {
-                "terms": {k: v / 2 for k, v in terms.items()},
-                "grads": [g / 2 for g in grads],
-                "level_weights": output.level_weights,
-                "state": {
-                    k: v for k, v in model.state_dict().items() if k.startswith(("queues.", "invariance"))
-                },
-            },
-            f"{results_path}.{rank}",
-        )
-    finally:
-        dist.destroy_process_group()
+def _two_process_worker(rank):
+    model = _prepared_model()
+    output = model(views(num_videos=4)[2 * rank : 2 * rank + 2])
+    grads = torch.autograd.grad(output.loss, online_parameters(model))
+    return {
+        "terms": {name: mean_over_processes(output[name]) for name in TERMS},
+        "grads": [mean_over_processes(g) for g in grads],  # what DDP does with the gradients
+        "level_weights": output.level_weights,
+        "state": {k: v for k, v in model.state_dict().items() if k.startswith(("queues.", "invariance"))},
+    }
 
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("hdc_two_processes")
-    path = directory / "rank"
-    mp.start_processes(
-        _two_process_worker, args=(str(directory / "rendezvous"), str(path)), nprocs=2, start_method="spawn"
-    )
-    return [torch.load(f"{path}.{rank}") for rank in range(2)]
+    return run_in_two_processes(_two_process_worker, tmp_path_factory.mktemp("hdc_two_processes"))
 
 
 def test_two_processes_match_one_process_on_the_joint_batch(two_process_results):

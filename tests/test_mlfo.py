@@ -1,14 +1,11 @@
 """MLFO pretraining: every term against a slow float64 reference written from METHODS.md §1, schedules, two
 processes against one, the encoder hand-over, and conversion of the authors' checkpoints."""
 
-import datetime
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import hf_vssl
@@ -16,6 +13,7 @@ from hf_vssl.convert_mlfo_original import convert_checkpoint
 
 from .mlfo_reference import AuthorsModel
 from .test_models import CONFIG_ERRORS
+from .two_processes import mean_over_processes, run_in_two_processes
 
 TAU = 0.07
 LEVEL_WEIGHTS = {"high": 1.0, "mid": 0.5, "low": 0.3}
@@ -475,49 +473,22 @@ def _single_process_model(**overrides):
 GATHER_GRADIENTS = ("all", "local")
 
 
-def _two_process_worker(rank, rendezvous, results_path):
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{rendezvous}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    try:
-        results = {}
-        for mode in GATHER_GRADIENTS:
-            model = _single_process_model(gather_gradient=mode)
-            pixel_values = views(num_videos=4)[2 * rank : 2 * rank + 2]
-            output, grads = _loss_and_gradients(model, pixel_values)
-            loss = output.loss.detach().clone()
-            dist.all_reduce(loss)
-            for grad in grads:  # what DDP does
-                dist.all_reduce(grad)
-            terms = {name: output[name].detach().clone() for name in TERMS}
-            for value in terms.values():
-                dist.all_reduce(value)
-            results[mode] = {
-                "loss": loss / 2,
-                "grads": [g / 2 for g in grads],
-                "terms": {k: v / 2 for k, v in terms.items()},
-            }
-        if rank == 0:
-            torch.save(results, results_path)
-    finally:
-        dist.destroy_process_group()
+def _two_process_worker(rank):
+    results = {}
+    for mode in GATHER_GRADIENTS:
+        model = _single_process_model(gather_gradient=mode)
+        output, grads = _loss_and_gradients(model, views(num_videos=4)[2 * rank : 2 * rank + 2])
+        results[mode] = {
+            "loss": mean_over_processes(output.loss),
+            "grads": [mean_over_processes(g) for g in grads],
+            "terms": {name: mean_over_processes(output[name]) for name in TERMS},
+        }
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("mlfo_two_processes")
-    mp.start_processes(
-        _two_process_worker,
-        args=(str(directory / "rendezvous"), str(directory / "two.pt")),
-        nprocs=2,
-        start_method="spawn",
-    )
-    return torch.load(directory / "two.pt")
+    return run_in_two_processes(_two_process_worker, tmp_path_factory.mktemp("mlfo_two_processes"))[0]
 
 
 @pytest.mark.parametrize("mode", GATHER_GRADIENTS)
