@@ -426,9 +426,7 @@ def push_folder(
     folder = _check_pushable(model_dir)
     readme = folder / "README.md"
     if not readme.is_file():
-        logger.warning(
-            f"{folder} has no README.md: no model card (run `python -m hf_vssl.hub card {folder}`)"
-        )
+        logger.warning(f"{folder} has no README.md (model card): run `python -m hf_vssl.hub card {folder}`")
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
     marker = _CARD_MARKER.search(readme.read_text(encoding="utf-8")) if readme.is_file() else None
@@ -478,9 +476,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = vars(
-        _build_parser().parse_args(argv)
-    )  # the keyword arguments of write_model_card / push_folder
+    # the parsed options are the keyword arguments of write_model_card / push_folder
+    options = vars(_build_parser().parse_args(argv))
     command, model_dir = options.pop("command"), options.pop("model_dir")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
