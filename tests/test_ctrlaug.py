@@ -10,24 +10,14 @@ import hf_vssl
 from hf_vssl.heads import tube_cell_weights, tube_iou, tube_pool
 
 from .ctrlaug_reference import cell_weights, iou_3d, reference_terms, region_feature
+from .training_runs import TINY_MODEL
 from .two_processes import mean_over_processes, run_in_two_processes
 
 TERMS = ["loss", "instance_loss", "region_loss", "mi_loss", "order_loss"]
 
 
 def tiny_ctrlaug_config(**overrides):
-    return hf_vssl.CtrlAugConfig(
-        **{
-            "backbone": "r3d",
-            "embedding_size": 8,
-            "hidden_sizes": [8, 16, 16, 32],
-            "depths": [1, 1, 1, 1],
-            "num_frames": 16,
-            "image_size": 32,
-            "projection_dim": 16,
-            **overrides,
-        }
-    )
+    return hf_vssl.CtrlAugConfig(**{"backbone": "r3d", **TINY_MODEL, **overrides})
 
 
 def tiny_model(seed=0, **overrides):

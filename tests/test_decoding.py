@@ -31,6 +31,18 @@ from .video_factory import (
 LONG_FRAMES, LONG_GOP = 300, 32
 
 
+def counting_reader(decoded: list) -> type:
+    """A VideoReader that appends the timestamp of every frame it decodes to `decoded`."""
+
+    class CountingReader(VideoReader):
+        def _demux_decode(self):
+            for frame in super()._demux_decode():
+                decoded.append(frame.pts)
+                yield frame
+
+    return CountingReader
+
+
 @pytest.fixture(scope="module")
 def long_videos(tmp_path_factory):
     """300-frame index videos with a keyframe every 32 frames, one per codec (h264 has B-frames)."""
@@ -88,12 +100,7 @@ def test_accepts_lists_ranges_and_integer_floats(long_videos):
 def test_seeks_instead_of_decoding_everything(long_videos):
     """Frames near the end cost one GOP, not the whole file; far-apart frames are reached by seeking."""
     decoded = []
-
-    class CountingReader(VideoReader):
-        def _demux_decode(self):
-            for frame in super()._demux_decode():
-                decoded.append(frame.pts)
-                yield frame
+    CountingReader = counting_reader(decoded)
 
     with CountingReader(long_videos["libx264"]) as reader:
         assert read_index(reader.get_frames([290])).tolist() == [290]
@@ -430,12 +437,7 @@ def test_truncated_frame_count_equals_what_plain_pyav_decodes(tmp_path, codec):
 def test_a_target_on_a_keyframe_decodes_one_frame(long_videos):
     """Seeking to the keyframe at or before the target: a target that is a keyframe costs exactly one frame."""
     decoded = []
-
-    class CountingReader(VideoReader):
-        def _demux_decode(self):
-            for frame in super()._demux_decode():
-                decoded.append(frame.pts)
-                yield frame
+    CountingReader = counting_reader(decoded)
 
     for codec in ("libx264", "mpeg4"):
         with CountingReader(long_videos[codec]) as reader:

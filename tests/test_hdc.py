@@ -14,7 +14,7 @@ import hf_vssl
 from hf_vssl.heads import FeatureQueue
 
 from .test_models import CONFIG_ERRORS
-from .training_runs import PRETRAIN, final_checkpoint_weights, run_args, run_ok
+from .training_runs import PRETRAIN, TINY_MODEL, final_checkpoint_weights, run_args, run_ok
 from .two_processes import mean_over_processes, run_in_two_processes
 
 TAU = 0.07
@@ -22,16 +22,7 @@ STAGES = (2, 3, 4)
 
 
 def tiny_hdc_config(**overrides):
-    values = dict(
-        embedding_size=8,
-        hidden_sizes=[8, 16, 16, 32],
-        depths=[1, 1, 1, 1],
-        num_frames=8,
-        image_size=32,
-        projection_dim=16,
-        queue_size=10,
-        invariance_momentum=0.9,
-    )
+    values = dict(TINY_MODEL, num_frames=8, queue_size=10, invariance_momentum=0.9)
     return hf_vssl.HDCConfig(**{**values, **overrides})
 
 
@@ -428,12 +419,8 @@ def test_released_and_pretraining_models_load_through_remote_code(tmp_path, no_h
 TINY_HDC_RUN = {
     "method": "hdc",
     "model": {
-        "embedding_size": 8,
-        "hidden_sizes": [8, 16, 16, 32],
-        "depths": [1, 1, 1, 1],
+        **TINY_MODEL,
         "num_frames": 8,
-        "image_size": 32,
-        "projection_dim": 16,
         "queue_size": 5,  # not a multiple of the batch: the FIFO wraps inside a push
     },
     "recipe": {"flip_prob": 0.0},

@@ -11,15 +11,20 @@ REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "training" / "pretrain.py"
 EVALUATE = REPO / "training" / "evaluate.py"
 
+# The tiny backbone and embedding every method's training-script tests use (16-frame 32x32 clips, widths 8-32).
+TINY_MODEL = {
+    "embedding_size": 8,
+    "hidden_sizes": [8, 16, 16, 32],
+    "depths": [1, 1, 1, 1],
+    "num_frames": 16,
+    "image_size": 32,
+    "projection_dim": 16,
+}
+
 TINY_RUN = {
     "method": "mlfo",
     "model": {
-        "embedding_size": 8,
-        "hidden_sizes": [8, 16, 16, 32],
-        "depths": [1, 1, 1, 1],
-        "num_frames": 16,
-        "image_size": 32,
-        "projection_dim": 16,
+        **TINY_MODEL,
         "num_prototypes": 8,
         "logit_queue_size": 16,
         "motion_excitation_reduction": 4,
