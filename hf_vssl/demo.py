@@ -27,11 +27,12 @@ from hf_vssl.train.evaluate import EvaluateArguments, evaluate
 from hf_vssl.train.pretrain import train
 
 
-def write_demo_data(root: Path) -> tuple[Path, Path]:
-    """Synthetic train and validation sets: 8 motion classes, different seeds so no video is shared."""
+def write_demo_data(root: Path, videos_per_class: int = 24) -> tuple[Path, Path]:
+    """Synthetic train and validation sets: 8 motion classes, different seeds so no video is shared; the
+    validation set has half as many videos per class as the training set."""
     train_dir, validation_dir = root / "train", root / "validation"
-    write_synthetic_videos(train_dir, num_per_class=24, seed=0)
-    write_synthetic_videos(validation_dir, num_per_class=12, seed=1)
+    write_synthetic_videos(train_dir, num_per_class=videos_per_class, seed=0)
+    write_synthetic_videos(validation_dir, num_per_class=max(1, videos_per_class // 2), seed=1)
     return train_dir, validation_dir
 
 
@@ -44,13 +45,19 @@ def main(argv: list[str] | None = None) -> dict[str, EvalResults]:
     parser.add_argument("--data_dir", default=".cache/demo-data")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo config's epochs")
     parser.add_argument("--seed", type=int, default=None, help="override the demo config's seed")
+    parser.add_argument(
+        "--videos_per_class",
+        type=int,
+        default=24,
+        help="training videos per class (validation: half as many)",
+    )
     options, training_overrides = parser.parse_known_args(argv)
     spec = get_method(options.method)
     output_dir = options.output_dir or f"runs/demo/{spec.name}"
     started = time.perf_counter()
 
     print("1/4 synthetic motion videos ...", flush=True)
-    train_dir, validation_dir = write_demo_data(Path(options.data_dir))
+    train_dir, validation_dir = write_demo_data(Path(options.data_dir), options.videos_per_class)
 
     print(f"2/4 pretraining a tiny {spec.card.display_name} on CPU ...", flush=True)
     overrides = ["--train_dir", str(train_dir), "--output_dir", output_dir, "--overwrite_output_dir"]
