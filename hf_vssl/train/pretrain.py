@@ -10,9 +10,9 @@ workers (stage 1 of the view engine) and augmented batched (stage 2) where ``sta
 workers for a CPU run, on the GPU otherwise. The workers live across epochs (``dataloader_persistent_workers``),
 and every epoch a process trains on all its usable videos but at most one partial batch, whatever the number of
 workers (``hf_vssl.data.loader.ViewBatches``); bad videos are counted as distinct files per epoch and in the whole
-run (``data/skipped_videos_epoch``, ``data/skipped_videos_total``). Checkpoints are accelerate ``save_state`` folders plus the loop's
-counters; resuming replays the interrupted epoch's sample order, so a resumed run reaches the same weights as an
-uninterrupted one.
+run (``data/skipped_videos_epoch``, ``data/skipped_videos_total``). Checkpoints are accelerate ``save_state``
+folders plus the loop's counters; resuming replays the interrupted epoch's sample order, so a resumed run reaches
+the same weights as an uninterrupted one.
 """
 
 import dataclasses
