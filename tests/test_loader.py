@@ -118,6 +118,27 @@ def test_a_pass_loses_at_most_one_partial_batch_and_keeps_its_order(files):
     assert sorted(pass_keys(everything)) == sorted(e["key"] for e in source[:23])
 
 
+def test_joined_batches_pad_canvases_like_one_batch():
+    """Short worker batches with canvases of different sizes join as collate_views pads within one batch."""
+    from hf_vssl.data.batches import collate_views
+    from hf_vssl.data.loader import _join_batches
+
+    samples = [
+        {
+            "frames": torch.full((2, h, w, 3), i + 1, dtype=torch.uint8),
+            "labels": torch.tensor(i),
+            "key": f"k{i}",
+        }
+        for i, (h, w) in enumerate([(4, 6), (5, 3), (4, 6)])
+    ]
+    joined = _join_batches([collate_views(samples[:1]), collate_views(samples[1:])])
+    expected = collate_views(samples)
+    assert joined["keys"] == expected["keys"] == ["k0", "k1", "k2"]
+    assert torch.equal(joined["frames"], expected["frames"]) and torch.equal(
+        joined["labels"], expected["labels"]
+    )
+
+
 @pytest.mark.parametrize("persistent", [False, True])
 def test_a_worker_with_only_bad_videos_ends_quietly_and_each_file_is_warned_once(files, persistent, caplog):
     """good, bad, good, bad, ...: worker 1 of 2 reads only bad files. The pass still delivers every good video,
