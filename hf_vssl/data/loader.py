@@ -16,7 +16,7 @@ evaluation loop both read that decision. Typical training loop (every method, no
             ...
         bad = set(batches.skipped)                 # bad videos met in this pass, from every worker
 
-Every pass trains on all of the process's usable videos but at most one partial batch, whatever the number of
+Every pass delivers all of the process's usable videos but at most one partial batch, whatever the number of
 workers: each worker batches its own share (a bad video's place is taken by the worker's next good one) and hands
 over its last, short batch too; the main process passes full batches on as they come and joins the short ones into
 full batches (:class:`ViewBatches`). Workers send bad videos' names with their batches; the main process warns

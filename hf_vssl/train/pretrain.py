@@ -238,7 +238,9 @@ def train(args: PretrainArguments) -> Path:
     batches = None  # the current epoch's pass over the loader
 
     def bad_video_counts() -> tuple[int, int]:
-        return count_bad_videos(accelerator, set(batches.skipped) if batches is not None else set(), known_bad)
+        return count_bad_videos(
+            accelerator, set(batches.skipped) if batches is not None else set(), known_bad
+        )
 
     def save_checkpoint():
         if state.checkpoint_step == state.global_step:
