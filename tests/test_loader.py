@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_vssl.data.inputs import SkippedVideos
-from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, skipped_in_batch, stage2_placement
+from hf_vssl.data.loader import VideoViewDataset, build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import MLFOViews
 from hf_vssl.data.rendering import apply_views
 from hf_vssl.video_decoding import VideoDecodeError
@@ -70,25 +70,99 @@ def test_bad_files_are_skipped_named_and_counted(files, caplog):
 
 def test_skips_are_counted_across_workers(files):
     loader = build_view_dataloader(mixed(files), recipe(), batch_size=2, num_workers=2)
-    batches = list(loader)
+    batches = iter(loader)
     assert sum(len(b["labels"]) for b in batches) == len(files["good"])
-    assert sum(skipped_in_batch(b) for b in batches) == len(files["bad"])
+    assert sorted(batches.skipped) == sorted(map(str, files["bad"]))
+
+
+def keyed(files, copies):
+    """``copies`` examples of each good video under their own keys (a larger source from the same files)."""
+    return [
+        {"video": str(path), "label": i, "key": f"{path.stem}_{c}"}
+        for c in range(copies)
+        for i, path in enumerate(files["good"])
+    ]
+
+
+def pass_keys(batches):
+    return [key for batch in batches for key in batch["keys"]]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_a_pass_loses_at_most_one_partial_batch_and_keeps_its_order(files):
+    """3 workers over 23 usable videos (and the bad files), batch 4: each worker has 7 or 8 and makes one full
+    batch and a short one; the short ones are joined, so a pass trains on 20 videos (5 full batches, 3 dropped),
+    where per-worker batching would train on 12. Epoch by epoch the order and the views are the same with
+    persistent workers (which must follow set_epoch) as with fresh ones, and a second run repeats them."""
+    source = keyed(files, 4)[:23] + examples(files["bad"])
+    options = dict(batch_size=4, num_workers=3, return_keys=True, drop_last=True)
+    loader = build_view_dataloader(source, recipe(), persistent_workers=True, **options)
+    fresh = build_view_dataloader(source, recipe(), **options)
+    for epoch in (0, 1):
+        loader.dataset.set_epoch(epoch)
+        fresh.dataset.set_epoch(epoch)
+        batches, expected = iter(loader), list(fresh)
+        got = list(batches)
+        assert [len(b["labels"]) for b in got] == [4] * 5
+        assert len(set(pass_keys(got))) == 20 and batches.num_dropped == 3 and batches.num_videos == 23
+        assert sorted(batches.skipped) == sorted(map(str, files["bad"]))
+        assert pass_keys(got) == pass_keys(expected)
+        for a, b in zip(got, expected):
+            assert all(torch.equal(a[k], b[k]) for k in a if k != "keys")
+        if epoch == 0:
+            first = got
+    assert not all(torch.equal(a["crop_boxes"], b["crop_boxes"]) for a, b in zip(first, got))
+    # without drop_last the remainder ends the pass: every usable video once
+    everything = list(build_view_dataloader(source, recipe(), 4, 3, return_keys=True))
+    assert [len(b["labels"]) for b in everything] == [4] * 5 + [3]
+    assert sorted(pass_keys(everything)) == sorted(e["key"] for e in source[:23])
+
+
+def test_joined_batches_pad_canvases_like_one_batch():
+    """Short worker batches with canvases of different sizes join as collate_views pads within one batch."""
+    from hf_vssl.data.batches import collate_views
+    from hf_vssl.data.loader import _join_batches
+
+    samples = [
+        {
+            "frames": torch.full((2, h, w, 3), i + 1, dtype=torch.uint8),
+            "labels": torch.tensor(i),
+            "key": f"k{i}",
+        }
+        for i, (h, w) in enumerate([(4, 6), (5, 3), (4, 6)])
+    ]
+    joined = _join_batches([collate_views(samples[:1]), collate_views(samples[1:])])
+    expected = collate_views(samples)
+    assert joined["keys"] == expected["keys"] == ["k0", "k1", "k2"]
+    assert torch.equal(joined["frames"], expected["frames"]) and torch.equal(
+        joined["labels"], expected["labels"]
+    )
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_worker_with_only_bad_videos_ends_quietly_and_each_file_is_warned_once(files, persistent, caplog):
+    """good, bad, good, bad, ...: worker 1 of 2 reads only bad files. The pass still delivers every good video,
+    its skips are counted in every epoch, and each bad file is warned about once in the run."""
+    bad = files["bad"][:3]
+    source = examples([path for pair in zip(files["good"][:3], bad) for path in pair])
+    loader = build_view_dataloader(source, recipe(), 2, num_workers=2, persistent_workers=persistent)
+    with caplog.at_level(logging.WARNING, logger="hf_vssl.data.loader"):
+        for epoch in (0, 1):
+            loader.dataset.set_epoch(epoch)
+            batches = iter(loader)
+            assert sorted(len(b["labels"]) for b in batches) == [1, 2]
+            assert sorted(batches.skipped) == sorted(map(str, bad))
+    for path in bad:
+        assert sum(path.name in message for message in caplog.messages) == 1, path.name
+    assert loader.skipped.count == 2 * len(bad)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_all_bad_source_raises(files, num_workers):
+    """Decided by the loader from every worker together: the workers end their shares quietly."""
     loader = build_view_dataloader(examples(files["bad"]), recipe(), batch_size=2, num_workers=num_workers)
-    iterator, message = iter(loader), None
-    try:
-        for _ in iterator:
-            pass
-    except RuntimeError as err:
-        message = str(err)
-    if num_workers:
-        # torch re-raises a worker's error from inside a reference cycle, and shutting the workers down later
-        # from the garbage collector waits ~5 s per worker; shut them down now
-        iterator._shutdown_workers()
-    assert message is not None and "could be used" in message
+    with pytest.raises(RuntimeError, match=f"None of the {len(files['bad'])} videos .* could be used"):
+        list(loader)
 
 
 def test_empty_source_raises():

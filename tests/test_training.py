@@ -84,14 +84,20 @@ def test_two_processes_see_disjoint_data_and_write_each_checkpoint_once(tmp_path
         # codes and the graph term starts.
         (1, 3, 8),
         # 6 batches of 4-batch windows: one step per epoch and an incomplete window at each epoch's end, which
-        # must not run into the next epoch (the resumed run starts its epoch afresh).
+        # must not run into the next epoch (the resumed run starts its epoch afresh). Workers restarted every
+        # epoch (the other case keeps them across epochs, the default).
         (4, 1, 3),
     ],
 )
 def test_resumed_run_reaches_the_same_weights_bitwise(
     tmp_path, tiny_data, accumulation, first_steps, all_steps
 ):
-    config = run_config(tmp_path, num_train_epochs=2, gradient_accumulation_steps=accumulation)
+    config = run_config(
+        tmp_path,
+        num_train_epochs=2,
+        gradient_accumulation_steps=accumulation,
+        dataloader_persistent_workers=accumulation == 1,
+    )
 
     def pretrain(output_dir, *options):
         run_ok([sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], output_dir, *options)])
@@ -173,24 +179,62 @@ def test_gradient_accumulation_and_bf16_autocast_run(tmp_path, tiny_data):
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
     assert all(0 < loss < 100 for loss in losses)
-    assert all(r["data/skipped_videos"] == 0 for r in records if "train/loss" in r)
+    assert all(r["data/skipped_videos_total"] == 0 for r in records if "train/loss" in r)
 
 
-def test_bad_files_are_skipped_and_counted_in_the_logs(tmp_path, tiny_data):
-    import shutil
+def _good_and_bad_shards(folder: Path, good_shards: Path, bad: dict) -> Path:
+    """Two WebDataset shards: every video of ``good_shards`` in the first, only bad files in the second (with the
+    same members, so that both shards have one schema)."""
+    import io
+    import tarfile
 
+    folder.mkdir()
+    members = []
+    for shard in sorted(good_shards.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members += [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    template = {
+        m.name.rsplit(".", 1)[1]: data for m, data in members if m.name.startswith(members[0][0].name[:-4])
+    }
+    bad_members = []
+    for kind, path in bad.items():
+        for extension, data in template.items():
+            info = tarfile.TarInfo(f"bad/bad_{kind}.{extension}")
+            bad_members.append((info, path.read_bytes() if extension == "mp4" else data))
+    for index, shard_members in enumerate((members, bad_members)):
+        with tarfile.open(folder / f"train-{index:05d}.tar", "w") as tar:
+            for info, data in shard_members:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def test_a_worker_with_only_bad_files_trains_counts_them_and_warns_once(tmp_path, tiny_data):
+    """Worker 1 of 2 reads a shard of bad files only: the run trains on the other worker's 12 videos in both
+    epochs, logs 5 distinct bad files per epoch and 5 in the run, and warns once per file."""
     from .video_factory import write_bad_files
 
-    train = tmp_path / "train"
-    shutil.copytree(tiny_data["train"], train)
     bad = write_bad_files(tmp_path / "bad")
-    for kind, path in bad.items():
-        shutil.copy(path, train / "left" / f"bad_{kind}.mp4")
+    train = _good_and_bad_shards(tmp_path / "train", tiny_data["shards"], bad)
+    config = run_config(tmp_path, num_train_epochs=2, per_device_train_batch_size=4, dataloader_num_workers=2)
     out = tmp_path / "run"
-    run_ok([sys.executable, str(PRETRAIN), *run_args(run_config(tmp_path), train, out)])
+    result = run_ok([sys.executable, str(PRETRAIN), *run_args(config, train, out)])
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["data/skipped_videos"] == len(bad)  # one epoch: each bad file met once
-    assert records[-1]["step"] == 6  # the 12 good videos still train, in batches of 2
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(1, 7))  # 12 videos / 4, 2 epochs
+    epochs = [r for r in records if "data/epoch" in r]
+    assert [
+        (
+            r["data/epoch"],
+            r["data/videos_in_epoch"],
+            r["data/skipped_videos_epoch"],
+            r["data/skipped_videos_total"],
+        )
+        for r in epochs
+    ] == [(0, 12, len(bad), len(bad)), (1, 12, len(bad), len(bad))]
+    warnings = [line for line in result.stderr.splitlines() if "Skipping video" in line]
+    assert len(warnings) == len(bad) and all(any(f"bad_{kind}" in w for w in warnings) for kind in bad), (
+        warnings
+    )
 
 
 def test_a_source_too_small_for_one_batch_fails_instead_of_spinning(tmp_path, tiny_data):

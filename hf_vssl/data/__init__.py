@@ -22,7 +22,7 @@ The modules here, in the order a sample meets them:
 from ..video_decoding import VideoDecodeError, VideoInfo, VideoReader, read_frames
 from .batches import collate_views
 from .inputs import SkippedVideos
-from .loader import VideoViewDataset, build_view_dataloader, skipped_in_batch
+from .loader import VideoViewDataset, ViewDataLoader, build_view_dataloader
 from .plans import ViewRecipe
 from .recipes import RECIPES, ClipViews, CtrlAugViews, EvalViews, HDCViews, MLFOViews, build_recipe
 from .rendering import apply_views
@@ -45,6 +45,7 @@ __all__ = [
     "VideoInfo",
     "VideoReader",
     "VideoViewDataset",
+    "ViewDataLoader",
     "ViewRecipe",
     "apply_views",
     "build_recipe",
@@ -53,7 +54,6 @@ __all__ = [
     "load_video_source",
     "read_frames",
     "render_motion_video",
-    "skipped_in_batch",
     "source_label_names",
     "split_source_for_process",
     "write_synthetic_shards",

@@ -30,6 +30,7 @@ class PretrainArguments:
     dataset_split: str = "train"
     validation_dir: str | None = None
     dataloader_num_workers: int = 2
+    dataloader_persistent_workers: bool = True  # workers live across epochs: no restart stall per epoch
     shuffle_buffer_size: int = 256
     # schedule and optimisation
     output_dir: str | None = None

@@ -7,9 +7,12 @@ and ``after_optimizer_step()`` hooks when it has them.
 
 Data stream from a ``datasets`` source, split once per process (never also by accelerate), decoded in DataLoader
 workers (stage 1 of the view engine) and augmented batched (stage 2) where ``stage2_placement`` puts it: in the
-workers for a CPU run, on the GPU otherwise. Checkpoints are accelerate ``save_state`` folders plus the loop's
-counters; resuming replays the interrupted epoch's sample order, so a resumed run reaches the same weights as an
-uninterrupted one.
+workers for a CPU run, on the GPU otherwise. The workers live across epochs (``dataloader_persistent_workers``),
+and every epoch a process trains on all its usable videos but at most one partial batch, whatever the number of
+workers (``hf_vssl.data.loader.ViewBatches``); bad videos are counted as distinct files per epoch and in the whole
+run (``data/skipped_videos_epoch``, ``data/skipped_videos_total``). Checkpoints are accelerate ``save_state``
+folders plus the loop's counters; resuming replays the interrupted epoch's sample order, so a resumed run reaches
+the same weights as an uninterrupted one.
 """
 
 import dataclasses
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
@@ -47,8 +50,8 @@ class LoopState:
     epoch: int = 0
     step_in_epoch: int = 0  # optimizer steps already taken in `epoch`
     global_step: int = 0
-    # bad videos skipped by this process; in a checkpoint, the main process holds the sum over processes
-    skipped_videos: int = 0
+    # distinct bad videos met so far by any process (the same list on every process, gathered when it grows)
+    bad_videos: list[str] = dataclasses.field(default_factory=list)
     checkpoint_step: int = -1  # global step of the newest checkpoint
 
     def state_dict(self) -> dict:
@@ -120,6 +123,21 @@ def loss_terms(output) -> dict[str, torch.Tensor]:
     }
 
 
+def count_bad_videos(accelerator, met_in_epoch: set[str], known: set[str]) -> tuple[int, int]:
+    """Distinct bad videos met in this epoch and in the whole run, over every process.
+
+    In one epoch each video belongs to one process, so the epoch's count is a sum. From epoch to epoch a video may
+    move to another process, so the run's names are gathered into ``known`` (the same set on every process),
+    only when some process met one that is not known yet. Every process must call this at the same step.
+    """
+    new = sorted(met_in_epoch - known)
+    counts = torch.tensor([float(len(met_in_epoch)), float(len(new))], device=accelerator.device)
+    in_epoch, num_new = (int(value) for value in accelerator.reduce(counts, reduction="sum").tolist())
+    if num_new:
+        known.update(gather_object(new) if accelerator.num_processes > 1 else new)
+    return in_epoch, len(known)
+
+
 def train(args: PretrainArguments) -> Path:
     output_dir = Path(args.output_dir)
     project = ProjectConfiguration(
@@ -170,6 +188,8 @@ def train(args: PretrainArguments) -> Path:
         return_keys=args.record_sample_keys,
         # Equal batches on every process: contrastive negatives are indexed by process rank.
         drop_last=True,
+        persistent_workers=args.dataloader_persistent_workers,
+        require_usable=False,  # decided below from every process, not from this one's share
     )
 
     state = LoopState()
@@ -184,9 +204,7 @@ def train(args: PretrainArguments) -> Path:
             raise FileNotFoundError(
                 f"No checkpoint to resume from at {args.resume_from_checkpoint} ({output_dir}/checkpoints)."
             )
-        accelerator.load_state(str(checkpoint))
-        if not accelerator.is_main_process:  # every process loads the main process's counters
-            state.skipped_videos = 0
+        accelerator.load_state(str(checkpoint))  # every process loads the main process's counters
         # The next save goes after every checkpoint there is (resuming from an older one must not overwrite).
         numbers = [int(p.name.split("_")[-1]) for p in (output_dir / "checkpoints").glob("checkpoint_*")]
         accelerator.project_configuration.iteration = max([*numbers, int(checkpoint.name.split("_")[-1])]) + 1
@@ -214,15 +232,20 @@ def train(args: PretrainArguments) -> Path:
         else None
     )
 
+    known_bad = set(state.bad_videos)
+    batches = None  # the current epoch's pass over the loader
+
+    def bad_video_counts() -> tuple[int, int]:
+        return count_bad_videos(
+            accelerator, set(batches.skipped) if batches is not None else set(), known_bad
+        )
+
     def save_checkpoint():
         if state.checkpoint_step == state.global_step:
             return
         state.checkpoint_step = state.global_step
-        # Only the main process's counters are saved: give it the skips of every process.
-        skipped = accelerator.reduce(
-            torch.tensor(float(state.skipped_videos), device=accelerator.device), "sum"
-        )
-        state.skipped_videos = int(skipped.item()) if accelerator.is_main_process else 0
+        bad_video_counts()  # only the main process's counters are saved: give it every process's bad videos
+        state.bad_videos = sorted(known_bad)
         accelerator.save_state()
         accelerator.wait_for_everyone()
 
@@ -242,7 +265,8 @@ def train(args: PretrainArguments) -> Path:
         model.zero_grad(set_to_none=True)
         batches = iter(loader)
         # Replay the steps this epoch already took before a resume: the same samples in the same order.
-        for _ in range(state.step_in_epoch * args.gradient_accumulation_steps):
+        replayed = state.step_in_epoch * args.gradient_accumulation_steps
+        for _ in range(replayed):
             next(batches, None)
         batches_in_epoch = 0
         while True:
@@ -250,7 +274,6 @@ def train(args: PretrainArguments) -> Path:
             if not all_processes_have_batch(accelerator, batch is not None):
                 break
             batches_in_epoch += 1
-            state.skipped_videos += int(batch.pop("num_skipped", torch.zeros(1)).sum())
             keys = batch.pop("keys", None)
             if sample_keys is not None and keys is not None:
                 sample_keys.write("".join(f"{epoch}\t{key}\n" for key in keys))
@@ -277,15 +300,14 @@ def train(args: PretrainArguments) -> Path:
                 terms = {
                     k: accelerator.reduce(v, reduction="mean").item() for k, v in loss_terms(output).items()
                 }
-                skipped = accelerator.reduce(
-                    torch.tensor(float(state.skipped_videos), device=accelerator.device), "sum"
-                )
+                bad_in_epoch, bad_in_run = bad_video_counts()
                 record = {
                     **{f"train/{k}": v for k, v in terms.items()},
                     "train/lr": optimizer.param_groups[0]["lr"],
                     "train/epoch": epoch,
                     "train/clips_per_second": window_clips * accelerator.num_processes / max(elapsed, 1e-9),
-                    "data/skipped_videos": int(skipped.item()),
+                    "data/skipped_videos_epoch": bad_in_epoch,
+                    "data/skipped_videos_total": bad_in_run,
                 }
                 accelerator.log(record, step=state.global_step)
                 progress.set_postfix(
@@ -304,12 +326,38 @@ def train(args: PretrainArguments) -> Path:
                     f"Epoch {epoch} yielded {batches_in_epoch} batches per process, fewer than "
                     f"gradient_accumulation_steps={args.gradient_accumulation_steps}: no optimizer step."
                 )
+            # Decided from every process's share (a process, or one of its workers, may hold only bad files).
+            counts = torch.tensor(
+                [float(batches.num_videos), float(len(set(batches.skipped)))], device=accelerator.device
+            )
+            usable, bad = (int(value) for value in accelerator.reduce(counts, reduction="sum").tolist())
+            if not usable:
+                raise RuntimeError(
+                    f"Epoch {epoch} yielded no batch: none of the {bad} videos read could be used, on any "
+                    f"process; every one was skipped as bad (here: {dict(loader.skipped.by_reason)}). Check the "
+                    f"data source and the recipe's requirements ({type(recipe).__name__} needs >= "
+                    f"{recipe.min_num_frames} frames)."
+                    if bad
+                    else f"Epoch {epoch} yielded no batch: the training source is empty."
+                )
             raise RuntimeError(
                 f"Epoch {epoch} yielded no batch: the training source has fewer usable videos than "
                 f"{args.per_device_train_batch_size} per process x {accelerator.num_processes} processes "
-                f"({state.skipped_videos} skipped as bad so far)."
+                f"({usable} usable and {bad} bad videos in this epoch, all processes together)."
             )
         if not finished:
+            bad_in_epoch, bad_in_run = bad_video_counts()
+            accelerator.log(
+                {
+                    "data/epoch": epoch,
+                    "data/videos_in_epoch": (replayed + batches_in_epoch)
+                    * args.per_device_train_batch_size
+                    * accelerator.num_processes,
+                    "data/skipped_videos_epoch": bad_in_epoch,
+                    "data/skipped_videos_total": bad_in_run,
+                },
+                step=state.global_step,
+            )
             if progress.total is None:  # a stream's length is known once one epoch has passed: now the ETA
                 progress.total = state.step_in_epoch * args.num_train_epochs
                 progress.refresh()
