@@ -6,8 +6,10 @@ before each wanted run and decoding only as far as the last wanted frame of the 
 
 Frame index ``i`` always means "the ``i``-th frame in presentation order". Indices are mapped to timestamps
 through the demuxed packet timestamps, never through ``fps`` arithmetic, so variable-frame-rate videos, B-frame
-reordering and MP4 edit lists are handled exactly. Frames come back in display orientation (rotation metadata
-applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``; ``size=(height, width)`` resizes inside FFmpeg's pixel
+reordering and MP4 edit lists are handled exactly. Where the timestamps are decode counters rather than display
+times (AVI with B-frames), the display order is learned once from the decoder's output order, and a decoder
+output that disagrees with the table ends the read with ``"unknown frame order"`` instead of wrong frames.
+Frames come back in display orientation (rotation metadata applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``; ``size=(height, width)`` resizes inside FFmpeg's pixel
 format conversion (swscale), which costs about as much as the conversion alone.
 
 A path with a URL scheme other than ``file://`` is handed to FFmpeg, which opens the protocols it knows
@@ -45,7 +47,8 @@ class VideoDecodeError(ValueError):
     Attributes:
         source: the file name or dataset key of the video.
         reason: a short, stable category (``"empty file"``, ``"cannot open"``, ``"no video stream"``,
-            ``"truncated"``, ``"decode failed"``, ``"index out of range"``); good for counting.
+            ``"truncated"``, ``"decode failed"``, ``"unknown frame order"``, ``"index out of range"``); good for
+            counting.
         detail: free-form details (FFmpeg's message, the failing index, ...).
     """
 
@@ -127,7 +130,9 @@ def _as_av_input(src: Any, name: str) -> str | BinaryIO:
 class _FrameTable:
     """Presentation-order timeline of a stream built from demuxed packets (no decoding)."""
 
-    pts: list[int]  # sorted presentation timestamps of the frames whose position is known for sure
+    # Timestamps of the frames whose position is known for sure, in presentation order: the sorted packet
+    # timestamps, or for decode-order timestamps (AVI with B-frames) the order the decoder output them in.
+    pts: list[int]
     keyframes: list[int]  # presentation indices of keyframes (ascending)
     num_frames: int  # frames the file announces/contains (>= len(pts) when truncated)
     truncated: bool
@@ -268,13 +273,18 @@ class VideoReader:
         entries: list[tuple[int | None, int | None, bool]] = []  # (pts, dts, keyframe), decode order
         truncated = False
         discarded = 0
+        empty = 0
         rotation = None
+        corrupt_pts: list[int] = []  # MPEG-PS flags damaged packets at a cut that later packets follow
         try:
             for packet in self._container.demux(stream):
-                if packet.size == 0:  # end-of-stream flush marker
+                if packet.size == 0:  # end-of-stream flush marker, or a frame an AVI records as dropped
+                    empty += packet.pts is not None
                     continue
                 if packet.is_corrupt:  # a partial packet at the end of a cut-off file
                     truncated = True
+                    if packet.pts is not None:
+                        corrupt_pts.append(packet.pts)
                     continue
                 if packet.is_discard:  # edit-list pre-roll: decoded but never shown
                     discarded += 1
@@ -304,18 +314,73 @@ class VideoReader:
             return _FrameTable([], keys[:1], len(entries), truncated, rotation or 0, timed=False)
 
         pts_sorted = sorted(all_pts)
+        if pts_sorted == all_pts and self._stream.codec_context.has_b_frames:
+            # Timestamps that never go back in decode order although the codec reorders frames are decode
+            # counters (AVI stores no presentation times), not display times: learn the order from the decoder.
+            # A clean cut shows only in the count the header declares (which includes dropped frames).
+            truncated = truncated or declared > len(entries) + empty
+            return self._scan_display_order(entries, truncated, declared, rotation or 0)
+        last_dts = entries[-1][1]
+        if not truncated and pts_sorted != all_pts:
+            truncated = _reordered_tail_has_a_hole(pts_sorted, last_dts)
         if truncated:
             # Frames missing after the cut all have pts >= their dts > the last readable dts, so frames up to
             # that timestamp are exactly positions 0..k-1; readable frames after it may have unknown gaps.
-            last_dts = entries[-1][1]
             limit = last_dts if last_dts is not None else max(p for p, _, key in entries if key)
+            if corrupt_pts:
+                limit = min(limit, min(corrupt_pts) - 1)  # a damaged frame still holds a position
             pts_sorted = pts_sorted[: bisect.bisect_right(pts_sorted, limit)]
+            if not pts_sorted:
+                raise VideoDecodeError(self.name, "truncated", "no frame decodes before the cut")
         position = {pts: i for i, pts in enumerate(pts_sorted)}
         keyframes = sorted(position[pts] for pts, _, key in entries if key and pts in position)
         if not keyframes or keyframes[0] != 0:
             keyframes.insert(0, 0)  # decoding must start at the first packet anyway
-        num_frames = max(declared, len(pts_sorted)) if truncated else len(pts_sorted)
+        num_frames = max(declared, len(all_pts)) if truncated else len(pts_sorted)
         return _FrameTable(pts_sorted, keyframes, num_frames, truncated, rotation or 0, timed=True)
+
+    def _scan_display_order(
+        self, entries: list[tuple[int, int | None, bool]], truncated: bool, declared: int, rotation: int
+    ) -> _FrameTable:
+        """Decode the whole stream once: the decoder outputs frames in display order, each carrying the
+        timestamp of its own packet, so the output sequence is the display-order table of packet timestamps.
+
+        Frames the decoder drains at the end of a cut-off file are left out: it outputs whatever it still
+        holds, whether or not a frame between them was lost. A stream whose output is not one frame per packet
+        is refused, since no order can then be trusted.
+        """
+        self._open()
+        packet_pts = {pts for pts, _, _ in entries}
+        order: list[int] = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.is_corrupt or packet.is_discard:
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    frames = []
+                if packet.size == 0 and truncated:
+                    break  # the drain after a cut: not a prefix of the display order
+                order.extend(frame.pts for frame in frames)
+        except av.FFmpegError:
+            truncated = True
+        complete = len(order) == len(set(order)) and set(order) <= packet_pts
+        if not complete or (not truncated and len(order) != len(entries)):
+            raise VideoDecodeError(
+                self.name,
+                "unknown frame order",
+                f"the packet timestamps are in decode order and the decoder returned {len(order)} frames for "
+                f"{len(entries)} packets, so display positions cannot be established",
+            )
+        if not order:
+            raise VideoDecodeError(self.name, "truncated", "no frame decodes before the cut")
+        position = {pts: i for i, pts in enumerate(order)}
+        keyframes = sorted(position[pts] for pts, _, key in entries if key and pts in position)
+        if not keyframes or keyframes[0] != 0:
+            keyframes.insert(0, 0)
+        num_frames = max(declared, len(entries)) if truncated else len(order)
+        return _FrameTable(order, keyframes, num_frames, truncated, rotation, timed=True)
 
     def _index_beyond_end_of_file(self) -> bool:
         # A file cut exactly between two packets demuxes cleanly, only shorter; its index (MP4 moov at the
@@ -464,9 +529,21 @@ class VideoReader:
         elif not self._seek_to(key_index):
             return i
         pts_to_index = self._pts_to_index
+        previous = -1
         for frame in self._demux_decode():
             index = pts_to_index.get(frame.pts) if frame.pts is not None else None
-            if index is None or index < targets[i]:
+            if index is None:
+                continue
+            if index <= previous:
+                # The decoder outputs display order; a table that disagrees would hand out wrong frames.
+                raise VideoDecodeError(
+                    self.name,
+                    "unknown frame order",
+                    f"the decoder returned frame {index} after frame {previous}: the timestamps do not give "
+                    "the display order",
+                )
+            previous = index
+            if index < targets[i]:
                 continue
             if index > targets[i]:
                 return i  # targets[i] was never output: seek landed late, or the frame is damaged
@@ -527,6 +604,20 @@ class VideoReader:
         if rotation:
             array = np.rot90(array, k=rotation // 90)
         out[rows] = array
+
+
+def _reordered_tail_has_a_hole(pts_sorted: list[int], last_dts: int | None) -> bool:
+    """Whether a stream with B-frames lost frames at its end without a damaged packet to show for it.
+
+    A file cut between two whole packets (Matroska, MPEG-PS) keeps a reference frame whose B-frames are gone:
+    the frames shown after the last decode timestamp then jump by more than any step earlier in the video.
+    """
+    if last_dts is None or len(pts_sorted) < 3:
+        return False
+    start = bisect.bisect_left(pts_sorted, last_dts)
+    steps = np.diff(pts_sorted)
+    before, tail = steps[: max(start - 1, 0)], steps[max(start - 1, 0) :]
+    return bool(before.size and tail.size and tail.max() > before.max())
 
 
 def _normalise_rotation(degrees: float | int | None) -> int:
