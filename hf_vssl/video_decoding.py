@@ -314,6 +314,13 @@ class VideoReader:
             return _FrameTable([], keys[:1], len(entries), truncated, rotation or 0, timed=False)
 
         pts_sorted = sorted(all_pts)
+        step = self._frame_step(pts_sorted)
+        declared_end = self._declared_end()
+        if not truncated and step and declared_end is not None and declared_end > pts_sorted[-1] + 3 * step:
+            # The file says it lasts well beyond its last frame: a cut between two whole packets (Matroska
+            # writes its duration in the header) that nothing else shows.
+            truncated = True
+            declared = max(declared, round((declared_end - pts_sorted[0]) / step))
         if pts_sorted == all_pts and self._stream.codec_context.has_b_frames:
             # Timestamps that never go back in decode order although the codec reorders frames are decode
             # counters (AVI stores no presentation times), not display times: learn the order from the decoder.
@@ -381,6 +388,22 @@ class VideoReader:
             keyframes.insert(0, 0)
         num_frames = max(declared, len(entries)) if truncated else len(order)
         return _FrameTable(order, keyframes, num_frames, truncated, rotation, timed=True)
+
+    def _frame_step(self, pts_sorted: list[int]) -> float:
+        """A typical frame duration in time-base units (0: unknown)."""
+        if len(pts_sorted) > 1:
+            return float(np.median(np.diff(pts_sorted)))
+        rate, time_base = self._stream.average_rate or self._stream.guessed_rate, self._stream.time_base
+        return float(1 / (rate * time_base)) if rate and time_base else 0.0
+
+    def _declared_end(self) -> float | None:
+        """Where the container says the video ends, in stream time-base units (None: unknown, or other
+        streams such as a longer audio track could be what the duration measures)."""
+        container, stream = self._container, self._stream
+        if len(container.streams) != 1 or not container.duration or not stream.time_base:
+            return None
+        start = stream.start_time or 0
+        return start + container.duration / 1_000_000 / float(stream.time_base)
 
     def _index_beyond_end_of_file(self) -> bool:
         # A file cut exactly between two packets demuxes cleanly, only shorter; its index (MP4 moov at the
@@ -607,17 +630,16 @@ class VideoReader:
 
 
 def _reordered_tail_has_a_hole(pts_sorted: list[int], last_dts: int | None) -> bool:
-    """Whether a stream with B-frames lost frames at its end without a damaged packet to show for it.
-
-    A file cut between two whole packets (Matroska, MPEG-PS) keeps a reference frame whose B-frames are gone:
-    the frames shown after the last decode timestamp then jump by more than any step earlier in the video.
+    """Whether a constant-frame-rate stream with B-frames lost frames at its end without a damaged packet to
+    show for it: a file cut between two whole packets keeps a reference frame whose B-frames are gone, so the
+    step between the frames shown after the last decode timestamp widens. (A variable frame rate is no sign.)
     """
     if last_dts is None or len(pts_sorted) < 3:
         return False
-    start = bisect.bisect_left(pts_sorted, last_dts)
     steps = np.diff(pts_sorted)
-    before, tail = steps[: max(start - 1, 0)], steps[max(start - 1, 0) :]
-    return bool(before.size and tail.size and tail.max() > before.max())
+    start = max(bisect.bisect_left(pts_sorted, last_dts) - 1, 0)
+    before, tail = steps[:start], steps[start:]
+    return bool(before.size > 1 and tail.size and before.min() == before.max() < tail.max())
 
 
 def _normalise_rotation(degrees: float | int | None) -> int:
