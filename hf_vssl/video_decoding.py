@@ -9,8 +9,9 @@ through the demuxed packet timestamps, never through ``fps`` arithmetic, so vari
 reordering and MP4 edit lists are handled exactly. Where the timestamps are decode counters rather than display
 times (AVI with B-frames), the display order is learned once from the decoder's output order, and a decoder
 output that disagrees with the table ends the read with ``"unknown frame order"`` instead of wrong frames.
-Frames come back in display orientation (rotation metadata applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``; ``size=(height, width)`` resizes inside FFmpeg's pixel
-format conversion (swscale), which costs about as much as the conversion alone.
+Frames come back in display orientation (rotation metadata applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``;
+``size=(height, width)`` resizes inside FFmpeg's pixel format conversion (swscale), which costs about as much as
+the conversion alone.
 
 A path with a URL scheme other than ``file://`` is handed to FFmpeg, which opens the protocols it knows
 (``http``, ``https``, ...). Broken inputs raise :class:`VideoDecodeError` naming the file.

@@ -23,6 +23,13 @@ Shard count: ``--num-shards N`` writes exactly N shards of (near) equal size. Ot
 
 Resume: a shard is written as ``*.tar.partial`` and renamed when complete; completed shards are recorded in
 the state file. Rerunning the same command skips completed shards (no decoding) and rewrites a partial one.
+The state file also records the plan: every input's key, in the order the shards hold them. When the source
+changed before a rerun, the rerun continues that plan exactly (finding each planned video by its key) and names
+the new videos it does not include; when a planned video is gone it refuses before writing anything. A local
+``SRC`` is recorded as an absolute path, so a rerun may name it relative to another folder.
+
+A source in which no video can be read is an error: its empty shards are removed, no dataset card is written,
+and ``skipped.json`` lists every input with its reason.
 """
 
 from __future__ import annotations
@@ -464,6 +471,8 @@ def prepare_shards(
     state_path = out_dir / STATE_FILE
     all_state = _read_json(state_path, {})
     record = all_state.get(settings.split)
+    if record is not None:  # a state written before sources were made absolute, resumed from the same folder
+        record["settings"]["source"] = canonical_source(record["settings"]["source"])
     if record is not None and record["settings"] != asdict(settings):
         raise ValueError(
             f"'{out_dir}' already holds split '{settings.split}' prepared with different settings "
@@ -554,29 +563,31 @@ def _check_changed_source(
     """A source that changed since this output was started: continue the recorded plan when every planned
     video is still there (and name the new ones, which are not included), refuse before writing otherwise."""
     where = f"'{settings.source}' (split '{settings.split}')"
-    fresh = f"Prepare into a new output folder to include the source as it is now, or restore it to resume '{out_dir}'."
+    fresh = "Prepare into a new output folder to include the source as it is now"
+    restore = f"{fresh}, or restore the source to resume '{out_dir}'."
     if len(set(plan)) != len(plan) or len(set(keys)) != len(keys):
         raise ValueError(
             f"{where} changed since '{out_dir}' was started and its videos have no unique keys to find them "
-            f"by; nothing was written. {fresh}"
+            f"by; nothing was written. {restore}"
         )
     if label_names != record["label_names"]:
         raise ValueError(
             f"The classes of {where} changed since '{out_dir}' was started ({record['label_names']} -> "
-            f"{label_names}); nothing was written. {fresh}"
+            f"{label_names}); nothing was written. {restore}"
         )
-    missing = [key for key in plan if key not in set(keys)]
+    present = set(keys)
+    missing = [key for key in plan if key not in present]
     if missing:
         raise ValueError(
             f"{len(missing)} videos planned for '{out_dir}' are gone from {where} (e.g. {missing[:3]}); "
-            f"nothing was written. {fresh}"
+            f"nothing was written. {restore}"
         )
     planned = set(plan)
     new = [key for key in keys if key not in planned]
     record["not_included"] = new
     print(
         f"{where} changed since '{out_dir}' was started: continuing its recorded plan of {len(plan)} videos; "
-        f"{len(new)} new videos are not included (e.g. {new[:3]}). {fresh.split(',')[0]}.",
+        f"{len(new)} new videos are not included (e.g. {new[:3]}). {fresh}.",
         file=sys.stderr,
     )
 
