@@ -40,6 +40,10 @@ VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | di
 DEFAULT_THREAD_TYPE = "NONE"
 DEFAULT_THREAD_COUNT = 1
 SWSCALE_THREADS = 1  # FFmpeg's threaded swscale is not bit-reproducible for every conversion
+# Display-order tables learned by decoding a whole file (AVI with B-frames): a data loader reopens the same file
+# for every clip, and the scan costs a full decode, so each process keeps the latest ones by file identity.
+MAX_SCANNED_TABLES = 256
+_SCANNED_TABLES: dict[tuple, _FrameTable] = {}
 
 
 class VideoDecodeError(ValueError):
@@ -275,6 +279,7 @@ class VideoReader:
         truncated = False
         discarded = 0
         empty = 0
+        frames_end = 0  # where the last frame's display ends, when packets carry durations
         rotation = None
         corrupt_pts: list[int] = []  # MPEG-PS flags damaged packets at a cut that later packets follow
         try:
@@ -291,6 +296,8 @@ class VideoReader:
                     discarded += 1
                     continue
                 entries.append((packet.pts, packet.dts, packet.is_keyframe))
+                if packet.pts is not None:
+                    frames_end = max(frames_end, packet.pts + (packet.duration or 0))
                 if rotation is None and packet.is_keyframe:
                     # The display matrix reaches us only on decoded frames: decode this one keyframe (drained
                     # at once, not after the B-frame delay) while demuxing; later seeks reset the decoder.
@@ -305,6 +312,8 @@ class VideoReader:
         # show fewer frames than it stores. A sample index that locates frames past the end of the file is.
         if not truncated and len(stream.index_entries) > len(entries) + discarded:
             truncated = self._index_beyond_end_of_file()
+        if not truncated and "matroska" in self._format_name:
+            truncated = self._matroska_segment_beyond_end_of_file()
         declared = max(int(stream.frames or 0), 0)
 
         all_pts = [pts for pts, _, _ in entries]
@@ -317,7 +326,8 @@ class VideoReader:
         pts_sorted = sorted(all_pts)
         step = self._frame_step(pts_sorted)
         declared_end = self._declared_end()
-        if not truncated and step and declared_end is not None and declared_end > pts_sorted[-1] + 3 * step:
+        shown_end = max(frames_end, pts_sorted[-1])  # a last frame may stay on screen long (a slideshow)
+        if not truncated and step and declared_end is not None and declared_end > shown_end + 3 * step:
             # The file says it lasts well beyond its last frame: a cut between two whole packets (Matroska
             # writes its duration in the header) that nothing else shows.
             truncated = True
@@ -327,9 +337,19 @@ class VideoReader:
             # counters (AVI stores no presentation times), not display times: learn the order from the decoder.
             # A clean cut shows only in the count the header declares (which includes dropped frames).
             truncated = truncated or declared > len(entries) + empty
-            return self._scan_display_order(entries, truncated, declared, rotation or 0)
+            file_id = self._file_identity()
+            table = _SCANNED_TABLES.get(file_id) if file_id else None
+            if table is None:
+                table = self._scan_display_order(entries, truncated, declared, rotation or 0)
+                if file_id:
+                    _SCANNED_TABLES[file_id] = table
+                    while len(_SCANNED_TABLES) > MAX_SCANNED_TABLES:
+                        _SCANNED_TABLES.pop(next(iter(_SCANNED_TABLES)))
+            return table
         last_dts = entries[-1][1]
-        if not truncated and pts_sorted != all_pts:
+        if not truncated and declared_end is None and pts_sorted != all_pts:
+            # Without a declared duration to check against, only the frame steps can tell (a known duration
+            # that the frames reach is trusted: a long last frame, as in a slideshow, is no cut).
             truncated = _reordered_tail_has_a_hole(pts_sorted, last_dts)
         if truncated:
             # Frames missing after the cut all have pts >= their dts > the last readable dts, so frames up to
@@ -346,6 +366,16 @@ class VideoReader:
             keyframes.insert(0, 0)  # decoding must start at the first packet anyway
         num_frames = max(declared, len(all_pts)) if truncated else len(pts_sorted)
         return _FrameTable(pts_sorted, keyframes, num_frames, truncated, rotation or 0, timed=True)
+
+    def _file_identity(self) -> tuple | None:
+        """``(path, size, mtime)`` of a local file input (``None`` for bytes, file objects and URLs)."""
+        if not isinstance(self._input, str) or "://" in self._input:
+            return None
+        try:
+            stat = os.stat(self._input)
+        except OSError:
+            return None
+        return (os.path.abspath(self._input), stat.st_size, stat.st_mtime_ns)
 
     def _scan_display_order(
         self, entries: list[tuple[int, int | None, bool]], truncated: bool, declared: int, rotation: int
@@ -405,6 +435,40 @@ class VideoReader:
             return None
         start = stream.start_time or 0
         return start + container.duration / 1_000_000 / float(stream.time_base)
+
+    def _matroska_segment_beyond_end_of_file(self) -> bool:
+        """A Matroska file written to a seekable output declares its segment's size in the header: a file that
+        ends before the segment does was cut, even exactly between two frames."""
+        size = self._container.size
+        head = self._read_head(64)
+        if size <= 0 or head is None:
+            return False
+        position = 0
+        for element in (b"\x1a\x45\xdf\xa3", b"\x18\x53\x80\x67"):  # EBML header, then Segment
+            if head[position : position + 4] != element:
+                return False
+            length, value = _ebml_size(head, position + 4)
+            if length == 0 or value is None:
+                return False  # malformed, or a live stream's "unknown" size
+            position += 4 + length
+            if element == b"\x18\x53\x80\x67":
+                return position + value > size
+            position += value
+        return False
+
+    def _read_head(self, count: int) -> bytes | None:
+        """The input's first ``count`` bytes, without disturbing the open container (None: not readable)."""
+        if isinstance(self._input, str):
+            if "://" in self._input:
+                return None
+            with open(self._input, "rb") as handle:
+                return handle.read(count)
+        if self._input_start is None:
+            return None
+        data = self._input.getvalue() if isinstance(self._input, io.BytesIO) else None
+        if data is not None:
+            return data[self._input_start : self._input_start + count]
+        return None
 
     def _index_beyond_end_of_file(self) -> bool:
         # A file cut exactly between two packets demuxes cleanly, only shorter; its index (MP4 moov at the
@@ -556,9 +620,9 @@ class VideoReader:
         previous = -1
         for frame in self._demux_decode():
             index = pts_to_index.get(frame.pts) if frame.pts is not None else None
-            if index is None:
+            if index is None or index == previous:
                 continue
-            if index <= previous:
+            if index < previous:
                 # The decoder outputs display order; a table that disagrees would hand out wrong frames.
                 raise VideoDecodeError(
                     self.name,
@@ -641,6 +705,20 @@ def _reordered_tail_has_a_hole(pts_sorted: list[int], last_dts: int | None) -> b
     start = max(bisect.bisect_left(pts_sorted, last_dts) - 1, 0)
     before, tail = steps[:start], steps[start:]
     return bool(before.size > 1 and tail.size and before.min() == before.max() < tail.max())
+
+
+def _ebml_size(data: bytes, position: int) -> tuple[int, int | None]:
+    """``(bytes used, value)`` of the EBML variable-size integer at ``position``; value ``None`` means
+    "unknown size"; ``(0, None)`` when it cannot be read."""
+    if position >= len(data) or data[position] == 0:
+        return 0, None
+    length = 8 - data[position].bit_length() + 1
+    if position + length > len(data):
+        return 0, None
+    value = data[position] & (0xFF >> length)
+    for byte in data[position + 1 : position + length]:
+        value = (value << 8) | byte
+    return length, None if value == (1 << (7 * length)) - 1 else value
 
 
 def _normalise_rotation(degrees: float | int | None) -> int:

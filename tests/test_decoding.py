@@ -1,5 +1,6 @@
 """Frame-exact PyAV decoding (hf_vssl.video_decoding) on real encoded files."""
 
+import dataclasses
 import io
 import os
 import pickle
@@ -512,13 +513,24 @@ def test_avi_with_b_frames_through_read_video(bframe_avi):
     assert read_index(read_video(bframe_avi)).tolist() == list(range(96))
 
 
+def test_the_display_order_of_a_file_is_scanned_once_per_process(bframe_avi, tmp_path):
+    with VideoReader(bframe_avi) as first, VideoReader(bframe_avi) as second:
+        assert second._table is first._table
+    copy = tmp_path / "copy.avi"
+    copy.write_bytes(bframe_avi.read_bytes())  # another file (identity: path, size, mtime) is scanned anew
+    with VideoReader(copy) as third, VideoReader(bframe_avi.read_bytes()) as from_bytes:
+        assert third._table is not first._table and third._table.pts == first._table.pts
+        assert from_bytes._table.pts == first._table.pts
+
+
 def test_a_table_that_disagrees_with_the_decoder_is_refused(bframe_avi):
     """The safety net under every table: frames coming out of the decoder against the table's order end the
     read with a reason instead of returning the wrong frames."""
     with VideoReader(bframe_avi) as reader:
-        table = reader._table
-        table.pts[1], table.pts[2] = table.pts[2], table.pts[1]  # a table in decode order, as before the fix
-        reader._pts_to_index = {pts: i for i, pts in enumerate(table.pts)}
+        pts = list(reader._table.pts)
+        pts[1], pts[2] = pts[2], pts[1]  # a table in decode order, as before the fix
+        reader._table = dataclasses.replace(reader._table, pts=pts)
+        reader._pts_to_index = {p: i for i, p in enumerate(pts)}
         with pytest.raises(VideoDecodeError) as info:
             reader.get_frames([5])
         assert info.value.reason == "unknown frame order"

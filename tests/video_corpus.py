@@ -136,6 +136,8 @@ def write_corpus(root: str | os.PathLike) -> tuple[list[GoodVideo], list[BadVide
     vfr = [0, 13, 40, 41, 90, 200, 230, 300]
     add("shapes/vfr.mkv", "libx264", pts=vfr, time_base=Fraction(1, 1000), options=X264)
     add("shapes/one_frame.mp4", "libx264", 1, options=X264)
+    last_long = [0, 40, 80, 120, 160, 200, 240, 3240]  # a slideshow's last frame: no cut, though B-frames
+    add("shapes/long_last_frame.mkv", "libx264", pts=last_long, time_base=Fraction(1, 1000), options=X264)
     # names
     add("names/clip.mp4", "libx264", options=X264)
     add("names/clip.mkv", "libx264", options=X264)  # same stem as clip.mp4
