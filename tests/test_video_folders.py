@@ -124,7 +124,7 @@ def test_resume_after_files_were_added_continues_the_plan(tmp_path, monkeypatch,
     args = ["--num-shards", "4", "--no-progress"]
     assert main([str(src), str(out), *args, "--max-items", "3"]) == 0
     state = json.loads((out / ".prepare-state.json").read_text())["train"]
-    assert len(state["plan"]) == 8 and len(state["completed"]) == 1
+    assert len(json.loads((out / state["plan_file"]).read_text())) == 8 and len(state["completed"]) == 1
     clean = tmp_path / "clean"
     assert main([str(src), str(clean), *args]) == 0
 

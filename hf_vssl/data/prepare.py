@@ -12,6 +12,7 @@ Parquet, dataset folder, Hub id). ``OUT`` receives, per split::
     OUT/README.md                 dataset card: features (label names) and one config per split
     OUT/skipped.json              inputs skipped per split, unreadable or unwritable (also listed on stderr)
     OUT/.prepare-state.json       settings + completed shards, for resuming
+    OUT/.prepare-plan-{split}.json  every input's key, in the order the shards hold them
 
 Re-encoding (``--short-side``, ``--gop``, ``--codec``, ``--crf``; also forced for non-MP4 inputs) scales the
 short side, applies rotation metadata, drops audio and puts a keyframe every ``--gop`` frames, so that a clip
@@ -23,7 +24,7 @@ Shard count: ``--num-shards N`` writes exactly N shards of (near) equal size. Ot
 
 Resume: a shard is written as ``*.tar.partial`` and renamed when complete; completed shards are recorded in
 the state file. Rerunning the same command skips completed shards (no decoding) and rewrites a partial one.
-The state file also records the plan: every input's key, in the order the shards hold them. When the source
+The plan file records every input's key, in the order the shards hold them. When the source
 changed before a rerun, the rerun continues that plan exactly (finding each planned video by its key) and names
 the new videos it does not include; when a planned video is gone it refuses before writing anything. A local
 ``SRC`` is recorded as an absolute path, so a rerun may name it relative to another folder.
@@ -150,6 +151,10 @@ class TarShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def plan_file_name(split: str) -> str:
+    return f".prepare-plan-{split}.json"
 
 
 def shard_name(split: str, index: int) -> str:
@@ -488,16 +493,22 @@ def prepare_shards(
             "total": len(keys),
             "num_shards": min(count, len(keys)),
             "label_names": label_names,
-            "plan": keys,  # the inputs in the order they are written: a resume continues exactly this
+            "plan_file": plan_file_name(settings.split),  # written once: the state is rewritten per shard
             "completed": {},
         }
+        # the inputs in the order the shards hold them: a resume continues exactly this
+        _write_json_atomic(out_dir / record["plan_file"], keys)
     elif num_shards and num_shards != record["num_shards"]:
         raise ValueError(
             f"Resuming with --num-shards {num_shards} but the first run used {record['num_shards']}"
         )
     boundaries = shard_boundaries(record["total"], record["num_shards"])
     done = {int(j) for j in record["completed"]}
-    plan = record.get("plan")
+    plan = _read_json(out_dir / record["plan_file"], None) if "plan_file" in record else None
+    if plan is not None and len(plan) != record["total"]:
+        raise ValueError(
+            f"'{out_dir / record['plan_file']}' does not hold the {record['total']} planned videos"
+        )
     follow_plan = plan is not None and keys != plan and len(done) < record["num_shards"]
     if follow_plan:
         _check_changed_source(settings, out_dir, plan, keys, record, label_names)
@@ -584,7 +595,7 @@ def _check_changed_source(
         )
     planned = set(plan)
     new = [key for key in keys if key not in planned]
-    record["not_included"] = new
+    record["not_included"] = len(new)
     print(
         f"{where} changed since '{out_dir}' was started: continuing its recorded plan of {len(plan)} videos; "
         f"{len(new)} new videos are not included (e.g. {new[:3]}). {fresh}.",
@@ -600,6 +611,7 @@ def _refuse_all_bad(
         (out_dir / shard_name(settings.split, j)).unlink(missing_ok=True)
     del all_state[settings.split]
     _write_json_atomic(state_path, all_state)
+    (out_dir / plan_file_name(settings.split)).unlink(missing_ok=True)
     reasons = Counter(item["reason"] for item in skipped)
     summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
     raise ValueError(

@@ -88,7 +88,8 @@ SOURCE_FEATURES_UNLABELLED = Features(
 def video_key_from_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """Stable sample key of a video file: its path without extension, dots replaced by ``_``.
 
-    Relative to ``root`` when given (``root/dance/a.b.mp4`` -> ``"dance/a_b"``). Without ``root``, relative paths
+    Relative to ``root`` when given (``root/dance/a.b.mp4`` -> ``"dance/a_b"``): the path under ``root`` as
+    listed, so a symlink is keyed by its own path, never by its target's. Without ``root``, relative paths
     are kept whole and absolute paths / URLs keep their last two components (``.../dance/a.mp4`` ->
     ``"dance/a"``). Dots are removed because WebDataset splits member names at the first dot.
     """
