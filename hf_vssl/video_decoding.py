@@ -6,9 +6,12 @@ before each wanted run and decoding only as far as the last wanted frame of the 
 
 Frame index ``i`` always means "the ``i``-th frame in presentation order". Indices are mapped to timestamps
 through the demuxed packet timestamps, never through ``fps`` arithmetic, so variable-frame-rate videos, B-frame
-reordering and MP4 edit lists are handled exactly. Frames come back in display orientation (rotation metadata
-applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``; ``size=(height, width)`` resizes inside FFmpeg's pixel
-format conversion (swscale), which costs about as much as the conversion alone.
+reordering and MP4 edit lists are handled exactly. Where the timestamps are decode counters rather than display
+times (AVI with B-frames), the display order is learned once from the decoder's output order, and a decoder
+output that disagrees with the table ends the read with ``"unknown frame order"`` instead of wrong frames.
+Frames come back in display orientation (rotation metadata applied) as ``uint8`` RGB arrays ``[N, H, W, 3]``;
+``size=(height, width)`` resizes inside FFmpeg's pixel format conversion (swscale), which costs about as much as
+the conversion alone.
 
 A path with a URL scheme other than ``file://`` is handed to FFmpeg, which opens the protocols it knows
 (``http``, ``https``, ...). Broken inputs raise :class:`VideoDecodeError` naming the file.
@@ -37,6 +40,10 @@ VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | di
 DEFAULT_THREAD_TYPE = "NONE"
 DEFAULT_THREAD_COUNT = 1
 SWSCALE_THREADS = 1  # FFmpeg's threaded swscale is not bit-reproducible for every conversion
+# Display-order tables learned by decoding a whole file (AVI with B-frames): a data loader reopens the same file
+# for every clip, and the scan costs a full decode, so each process keeps the latest ones by file identity.
+MAX_SCANNED_TABLES = 256
+_SCANNED_TABLES: dict[tuple, _FrameTable] = {}
 
 
 class VideoDecodeError(ValueError):
@@ -45,7 +52,8 @@ class VideoDecodeError(ValueError):
     Attributes:
         source: the file name or dataset key of the video.
         reason: a short, stable category (``"empty file"``, ``"cannot open"``, ``"no video stream"``,
-            ``"truncated"``, ``"decode failed"``, ``"index out of range"``); good for counting.
+            ``"truncated"``, ``"decode failed"``, ``"unknown frame order"``, ``"index out of range"``); good for
+            counting.
         detail: free-form details (FFmpeg's message, the failing index, ...).
     """
 
@@ -127,7 +135,9 @@ def _as_av_input(src: Any, name: str) -> str | BinaryIO:
 class _FrameTable:
     """Presentation-order timeline of a stream built from demuxed packets (no decoding)."""
 
-    pts: list[int]  # sorted presentation timestamps of the frames whose position is known for sure
+    # Timestamps of the frames whose position is known for sure, in presentation order: the sorted packet
+    # timestamps, or for decode-order timestamps (AVI with B-frames) the order the decoder output them in.
+    pts: list[int]
     keyframes: list[int]  # presentation indices of keyframes (ascending)
     num_frames: int  # frames the file announces/contains (>= len(pts) when truncated)
     truncated: bool
@@ -268,18 +278,26 @@ class VideoReader:
         entries: list[tuple[int | None, int | None, bool]] = []  # (pts, dts, keyframe), decode order
         truncated = False
         discarded = 0
+        empty = 0
+        frames_end = 0  # where the last frame's display ends, when packets carry durations
         rotation = None
+        corrupt_pts: list[int] = []  # MPEG-PS flags damaged packets at a cut that later packets follow
         try:
             for packet in self._container.demux(stream):
-                if packet.size == 0:  # end-of-stream flush marker
+                if packet.size == 0:  # end-of-stream flush marker, or a frame an AVI records as dropped
+                    empty += packet.pts is not None
                     continue
                 if packet.is_corrupt:  # a partial packet at the end of a cut-off file
                     truncated = True
+                    if packet.pts is not None:
+                        corrupt_pts.append(packet.pts)
                     continue
                 if packet.is_discard:  # edit-list pre-roll: decoded but never shown
                     discarded += 1
                     continue
                 entries.append((packet.pts, packet.dts, packet.is_keyframe))
+                if packet.pts is not None:
+                    frames_end = max(frames_end, packet.pts + (packet.duration or 0))
                 if rotation is None and packet.is_keyframe:
                     # The display matrix reaches us only on decoded frames: decode this one keyframe (drained
                     # at once, not after the B-frame delay) while demuxing; later seeks reset the decoder.
@@ -294,6 +312,8 @@ class VideoReader:
         # show fewer frames than it stores. A sample index that locates frames past the end of the file is.
         if not truncated and len(stream.index_entries) > len(entries) + discarded:
             truncated = self._index_beyond_end_of_file()
+        if not truncated and "matroska" in self._format_name:
+            truncated = self._matroska_segment_beyond_end_of_file()
         declared = max(int(stream.frames or 0), 0)
 
         all_pts = [pts for pts, _, _ in entries]
@@ -304,18 +324,151 @@ class VideoReader:
             return _FrameTable([], keys[:1], len(entries), truncated, rotation or 0, timed=False)
 
         pts_sorted = sorted(all_pts)
+        step = self._frame_step(pts_sorted)
+        declared_end = self._declared_end()
+        shown_end = max(frames_end, pts_sorted[-1])  # a last frame may stay on screen long (a slideshow)
+        if not truncated and step and declared_end is not None and declared_end > shown_end + 3 * step:
+            # The file says it lasts well beyond its last frame: a cut between two whole packets (Matroska
+            # writes its duration in the header) that nothing else shows.
+            truncated = True
+            declared = max(declared, round((declared_end - pts_sorted[0]) / step))
+        if pts_sorted == all_pts and self._stream.codec_context.has_b_frames:
+            # Timestamps that never go back in decode order although the codec reorders frames are decode
+            # counters (AVI stores no presentation times), not display times: learn the order from the decoder.
+            # A clean cut shows only in the count the header declares (which includes dropped frames).
+            truncated = truncated or declared > len(entries) + empty
+            file_id = self._file_identity()
+            table = _SCANNED_TABLES.get(file_id) if file_id else None
+            if table is None:
+                table = self._scan_display_order(entries, truncated, declared, rotation or 0)
+                if file_id:
+                    _SCANNED_TABLES[file_id] = table
+                    while len(_SCANNED_TABLES) > MAX_SCANNED_TABLES:
+                        _SCANNED_TABLES.pop(next(iter(_SCANNED_TABLES)))
+            return table
+        last_dts = entries[-1][1]
+        if not truncated and declared_end is None and pts_sorted != all_pts:
+            # Without a declared duration to check against, only the frame steps can tell (a known duration
+            # that the frames reach is trusted: a long last frame, as in a slideshow, is no cut).
+            truncated = _reordered_tail_has_a_hole(pts_sorted, last_dts)
         if truncated:
             # Frames missing after the cut all have pts >= their dts > the last readable dts, so frames up to
             # that timestamp are exactly positions 0..k-1; readable frames after it may have unknown gaps.
-            last_dts = entries[-1][1]
             limit = last_dts if last_dts is not None else max(p for p, _, key in entries if key)
+            if corrupt_pts:
+                limit = min(limit, min(corrupt_pts) - 1)  # a damaged frame still holds a position
             pts_sorted = pts_sorted[: bisect.bisect_right(pts_sorted, limit)]
+            if not pts_sorted:
+                raise VideoDecodeError(self.name, "truncated", "no frame decodes before the cut")
         position = {pts: i for i, pts in enumerate(pts_sorted)}
         keyframes = sorted(position[pts] for pts, _, key in entries if key and pts in position)
         if not keyframes or keyframes[0] != 0:
             keyframes.insert(0, 0)  # decoding must start at the first packet anyway
-        num_frames = max(declared, len(pts_sorted)) if truncated else len(pts_sorted)
+        num_frames = max(declared, len(all_pts)) if truncated else len(pts_sorted)
         return _FrameTable(pts_sorted, keyframes, num_frames, truncated, rotation or 0, timed=True)
+
+    def _file_identity(self) -> tuple | None:
+        """``(path, size, mtime)`` of a local file input (``None`` for bytes, file objects and URLs)."""
+        if not isinstance(self._input, str) or "://" in self._input:
+            return None
+        try:
+            stat = os.stat(self._input)
+        except OSError:
+            return None
+        return (os.path.abspath(self._input), stat.st_size, stat.st_mtime_ns)
+
+    def _scan_display_order(
+        self, entries: list[tuple[int, int | None, bool]], truncated: bool, declared: int, rotation: int
+    ) -> _FrameTable:
+        """Decode the whole stream once: the decoder outputs frames in display order, each carrying the
+        timestamp of its own packet, so the output sequence is the display-order table of packet timestamps.
+
+        Frames the decoder drains at the end of a cut-off file are left out: it outputs whatever it still
+        holds, whether or not a frame between them was lost. A stream whose output is not one frame per packet
+        is refused, since no order can then be trusted.
+        """
+        self._open()
+        packet_pts = {pts for pts, _, _ in entries}
+        order: list[int] = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.is_corrupt or packet.is_discard:
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    frames = []
+                if packet.size == 0 and truncated:
+                    break  # the drain after a cut: not a prefix of the display order
+                order.extend(frame.pts for frame in frames)
+        except av.FFmpegError:
+            truncated = True
+        complete = len(order) == len(set(order)) and set(order) <= packet_pts
+        if not complete or (not truncated and len(order) != len(entries)):
+            raise VideoDecodeError(
+                self.name,
+                "unknown frame order",
+                f"the packet timestamps are in decode order and the decoder returned {len(order)} frames for "
+                f"{len(entries)} packets, so display positions cannot be established",
+            )
+        if not order:
+            raise VideoDecodeError(self.name, "truncated", "no frame decodes before the cut")
+        position = {pts: i for i, pts in enumerate(order)}
+        keyframes = sorted(position[pts] for pts, _, key in entries if key and pts in position)
+        if not keyframes or keyframes[0] != 0:
+            keyframes.insert(0, 0)
+        num_frames = max(declared, len(entries)) if truncated else len(order)
+        return _FrameTable(order, keyframes, num_frames, truncated, rotation, timed=True)
+
+    def _frame_step(self, pts_sorted: list[int]) -> float:
+        """A typical frame duration in time-base units (0: unknown)."""
+        if len(pts_sorted) > 1:
+            return float(np.median(np.diff(pts_sorted)))
+        rate, time_base = self._stream.average_rate or self._stream.guessed_rate, self._stream.time_base
+        return float(1 / (rate * time_base)) if rate and time_base else 0.0
+
+    def _declared_end(self) -> float | None:
+        """Where the container says the video ends, in stream time-base units (None: unknown, or other
+        streams such as a longer audio track could be what the duration measures)."""
+        container, stream = self._container, self._stream
+        if len(container.streams) != 1 or not container.duration or not stream.time_base:
+            return None
+        start = stream.start_time or 0
+        return start + container.duration / 1_000_000 / float(stream.time_base)
+
+    def _matroska_segment_beyond_end_of_file(self) -> bool:
+        """A Matroska file written to a seekable output declares its segment's size in the header: a file that
+        ends before the segment does was cut, even exactly between two frames."""
+        size = self._container.size
+        head = self._read_head(64)
+        if size <= 0 or head is None:
+            return False
+        position = 0
+        for element in (b"\x1a\x45\xdf\xa3", b"\x18\x53\x80\x67"):  # EBML header, then Segment
+            if head[position : position + 4] != element:
+                return False
+            length, value = _ebml_size(head, position + 4)
+            if length == 0 or value is None:
+                return False  # malformed, or a live stream's "unknown" size
+            position += 4 + length
+            if element == b"\x18\x53\x80\x67":
+                return position + value > size
+            position += value
+        return False
+
+    def _read_head(self, count: int) -> bytes | None:
+        """The input's first ``count`` bytes, without disturbing the open container (None: not readable)."""
+        if isinstance(self._input, str):
+            if "://" in self._input:
+                return None
+            with open(self._input, "rb") as handle:
+                return handle.read(count)
+        if self._input_start is None:
+            return None
+        data = self._input.getvalue() if isinstance(self._input, io.BytesIO) else None
+        if data is not None:
+            return data[self._input_start : self._input_start + count]
+        return None
 
     def _index_beyond_end_of_file(self) -> bool:
         # A file cut exactly between two packets demuxes cleanly, only shorter; its index (MP4 moov at the
@@ -464,9 +617,21 @@ class VideoReader:
         elif not self._seek_to(key_index):
             return i
         pts_to_index = self._pts_to_index
+        previous = -1
         for frame in self._demux_decode():
             index = pts_to_index.get(frame.pts) if frame.pts is not None else None
-            if index is None or index < targets[i]:
+            if index is None or index == previous:
+                continue
+            if index < previous:
+                # The decoder outputs display order; a table that disagrees would hand out wrong frames.
+                raise VideoDecodeError(
+                    self.name,
+                    "unknown frame order",
+                    f"the decoder returned frame {index} after frame {previous}: the timestamps do not give "
+                    "the display order",
+                )
+            previous = index
+            if index < targets[i]:
                 continue
             if index > targets[i]:
                 return i  # targets[i] was never output: seek landed late, or the frame is damaged
@@ -527,6 +692,33 @@ class VideoReader:
         if rotation:
             array = np.rot90(array, k=rotation // 90)
         out[rows] = array
+
+
+def _reordered_tail_has_a_hole(pts_sorted: list[int], last_dts: int | None) -> bool:
+    """Whether a constant-frame-rate stream with B-frames lost frames at its end without a damaged packet to
+    show for it: a file cut between two whole packets keeps a reference frame whose B-frames are gone, so the
+    step between the frames shown after the last decode timestamp widens. (A variable frame rate is no sign.)
+    """
+    if last_dts is None or len(pts_sorted) < 3:
+        return False
+    steps = np.diff(pts_sorted)
+    start = max(bisect.bisect_left(pts_sorted, last_dts) - 1, 0)
+    before, tail = steps[:start], steps[start:]
+    return bool(before.size > 1 and tail.size and before.min() == before.max() < tail.max())
+
+
+def _ebml_size(data: bytes, position: int) -> tuple[int, int | None]:
+    """``(bytes used, value)`` of the EBML variable-size integer at ``position``; value ``None`` means
+    "unknown size"; ``(0, None)`` when it cannot be read."""
+    if position >= len(data) or data[position] == 0:
+        return 0, None
+    length = 8 - data[position].bit_length() + 1
+    if position + length > len(data):
+        return 0, None
+    value = data[position] & (0xFF >> length)
+    for byte in data[position + 1 : position + length]:
+        value = (value << 8) | byte
+    return length, None if value == (1 << (7 * length)) - 1 else value
 
 
 def _normalise_rotation(degrees: float | int | None) -> int:

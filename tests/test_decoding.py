@@ -1,5 +1,6 @@
 """Frame-exact PyAV decoding (hf_vssl.video_decoding) on real encoded files."""
 
+import dataclasses
 import io
 import os
 import pickle
@@ -477,3 +478,110 @@ def test_iter_frames_yields_every_frame_in_order(long_videos, codec, bad_files):
             for frame in reader.iter_frames():
                 seen.append(frame)
         assert seen == []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# display order where the container's timestamps are not display times
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bframe_avi(tmp_path_factory):
+    """h264 with B-frames in AVI: its packet timestamps count packets in decode order (1, 2, 3, ...), while
+    the frames come out of the decoder as 1, 3, 2, 5, 4, ..."""
+    path = write_index_video(tmp_path_factory.mktemp("avi") / "bframes.avi", 96, (32, 48), gop=24)
+    with av.open(str(path)) as container:
+        packets = [p.pts for p in container.demux(video=0) if p.size]
+    assert packets == sorted(packets), "the AVI muxer should write decode-order timestamps"
+    return path
+
+
+def test_avi_with_b_frames_reads_exact_frames(bframe_avi):
+    stride = np.round(np.arange(12) * 3.4 + 5.2).astype(int)  # a real-valued stride, as samplers draw it
+    with VideoReader(bframe_avi) as reader:
+        assert reader.info.num_frames == reader.decodable_frames == 96
+        assert reader.keyframe_indices == [0, 24, 48, 72]
+        for indices in ([0], [1], [2], [47], [48], [49], [95], [46, 47, 48, 49, 50], [23, 25], stride):
+            assert read_index(reader.get_frames(indices)).tolist() == list(indices)
+        assert read_index(reader.get_frames(np.arange(96))).tolist() == list(range(96))
+
+
+def test_avi_with_b_frames_through_read_video(bframe_avi):
+    from hf_vssl.video_processing_vssl import clip_frame_indices, read_video
+
+    clips = read_video(bframe_avi, 8, frame_stride=4, num_clips=2)
+    expected = clip_frame_indices(96, 8, 4, 2)
+    assert read_index(clips.reshape(-1, *clips.shape[2:])).reshape(2, 8).tolist() == expected.tolist()
+    assert read_index(read_video(bframe_avi)).tolist() == list(range(96))
+
+
+def test_the_display_order_of_a_file_is_scanned_once_per_process(bframe_avi, tmp_path):
+    with VideoReader(bframe_avi) as first, VideoReader(bframe_avi) as second:
+        assert second._table is first._table
+    copy = tmp_path / "copy.avi"
+    copy.write_bytes(bframe_avi.read_bytes())  # another file (identity: path, size, mtime) is scanned anew
+    with VideoReader(copy) as third, VideoReader(bframe_avi.read_bytes()) as from_bytes:
+        assert third._table is not first._table and third._table.pts == first._table.pts
+        assert from_bytes._table.pts == first._table.pts
+
+
+def test_a_table_that_disagrees_with_the_decoder_is_refused(bframe_avi):
+    """The safety net under every table: frames coming out of the decoder against the table's order end the
+    read with a reason instead of returning the wrong frames."""
+    with VideoReader(bframe_avi) as reader:
+        pts = list(reader._table.pts)
+        pts[1], pts[2] = pts[2], pts[1]  # a table in decode order, as before the fix
+        reader._table = dataclasses.replace(reader._table, pts=pts)
+        reader._pts_to_index = {p: i for i, p in enumerate(pts)}
+        with pytest.raises(VideoDecodeError) as info:
+            reader.get_frames([5])
+        assert info.value.reason == "unknown frame order"
+
+
+def _write_mpeg2_with_b_frames(path: Path, num_frames: int, size: tuple[int, int], gop: int) -> Path:
+    """MPEG-2 video with two B-frames per P-frame (the project's encoder writes MPEG-2 without B-frames)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg2video", rate=25)
+        stream.height, stream.width = size
+        stream.pix_fmt, stream.gop_size, stream.max_b_frames, stream.bit_rate = "yuv420p", gop, 2, 400_000
+        for array in index_frames(num_frames, size):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _cut_where_a_reference_frame_lost_its_b_frames(path: Path, dst: Path) -> Path:
+    """Cut ``path`` cleanly before the first B-frame of the last reference frame that has B-frames."""
+    with av.open(str(path)) as container:
+        packets = [(p.pts, p.pos) for p in container.demux(video=0) if p.size]
+    cut = max(k for k in range(1, len(packets) - 2) if packets[k][0] > packets[k + 1][0])
+    dst.write_bytes(path.read_bytes()[: packets[cut + 1][1]])
+    with av.open(str(dst)) as container:
+        kept = [p.pts for p in container.demux(video=0) if p.size and not p.is_corrupt]
+    assert kept[-1] == packets[cut][0], "the cut should keep the reference frame and lose its B-frames"
+    return dst
+
+
+@pytest.mark.parametrize("name", ["clip.mkv", "clip.mpg"])
+def test_cut_with_b_frames_is_truncated_not_shifted(tmp_path, name):
+    """Matroska cut right after a P-frame whose B-frames are gone, MPEG-PS cut mid-stream (damaged packets
+    followed by whole ones): no frame may move into a lost frame's position; every frame reported decodable
+    is the right one."""
+    if name.endswith(".mkv"):
+        full = write_index_video(tmp_path / name, 300, (48, 64), gop=32)
+        cut = _cut_where_a_reference_frame_lost_its_b_frames(full, tmp_path / f"cut_{name}")
+    else:
+        full = _write_mpeg2_with_b_frames(tmp_path / name, 300, (48, 64), gop=32)
+        cut = write_truncated_copy(full, tmp_path / f"cut_{name}", 0.3)
+    with VideoReader(cut) as reader:
+        n = reader.decodable_frames
+        assert 0 < n <= reader.info.num_frames <= 300
+        assert read_index(reader.get_frames(np.arange(n))).tolist() == list(range(n))
+        assert read_index(reader.get_frames([n - 1, 0, n // 2])).tolist() == [n - 1, 0, n // 2]
+
+
+def test_mpeg_program_stream_after_a_seek(tmp_path):
+    path = write_index_video(tmp_path / "clip.mpg", 80, (32, 32), gop=16)  # libx264 with B-frames
+    with VideoReader(path) as reader:
+        assert reader.info.num_frames == 80
+        for indices in ([79], [33, 16, 15], [64, 47, 48], list(range(79, -1, -7))):
+            assert read_index(reader.get_frames(indices)).tolist() == indices

@@ -12,6 +12,7 @@ Parquet, dataset folder, Hub id). ``OUT`` receives, per split::
     OUT/README.md                 dataset card: features (label names) and one config per split
     OUT/skipped.json              inputs skipped per split, unreadable or unwritable (also listed on stderr)
     OUT/.prepare-state.json       settings + completed shards, for resuming
+    OUT/.prepare-plan-{split}.json  every input's key, in the order the shards hold them
 
 Re-encoding (``--short-side``, ``--gop``, ``--codec``, ``--crf``; also forced for non-MP4 inputs) scales the
 short side, applies rotation metadata, drops audio and puts a keyframe every ``--gop`` frames, so that a clip
@@ -23,11 +24,19 @@ Shard count: ``--num-shards N`` writes exactly N shards of (near) equal size. Ot
 
 Resume: a shard is written as ``*.tar.partial`` and renamed when complete; completed shards are recorded in
 the state file. Rerunning the same command skips completed shards (no decoding) and rewrites a partial one.
+The plan file records every input's key, in the order the shards hold them. When the source
+changed before a rerun, the rerun continues that plan exactly (finding each planned video by its key) and names
+the new videos it does not include; when a planned video is gone it refuses before writing anything. A local
+``SRC`` is recorded as an absolute path, so a rerun may name it relative to another folder.
+
+A source in which no video can be read is an error: its empty shards are removed, no dataset card is written,
+and ``skipped.json`` lists every input with its reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob as globlib
 import io
 import json
 import math
@@ -35,9 +44,10 @@ import os
 import sys
 import tarfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +153,10 @@ class TarShardWriter:
             self.abort()
 
 
+def plan_file_name(split: str) -> str:
+    return f".prepare-plan-{split}.json"
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.tar"
 
@@ -200,6 +214,18 @@ def _source_bytes(video: dict) -> bytes:
     if video.get("bytes") is not None:
         return video["bytes"]
     return Path(os.fspath(video["path"]).removeprefix("file://")).read_bytes()
+
+
+def canonical_source(spec: str) -> str:
+    """``spec`` as the settings record it: a local path or glob made absolute, so that a resume may name the
+    same source relative to another folder; URLs and Hub ids as given."""
+    spec = os.fspath(spec)
+    if "://" in spec:
+        return spec
+    expanded = os.path.expanduser(spec)
+    if os.path.exists(expanded) or (any(ch in spec for ch in "*?[") and globlib.glob(expanded)):
+        return os.path.abspath(expanded)
+    return spec
 
 
 def prepare_sample(
@@ -354,8 +380,35 @@ def write_dataset_card(
 # ----------------------------------------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------------------------------------
-def _count_examples(source) -> int:
-    return sum(1 for _ in source.select_columns(["key"]))
+def _source_keys(source) -> list[str]:
+    return [example["key"] for example in source.select_columns(["key"])]
+
+
+def _grouped_by_plan(
+    source: Iterable[dict], plan: list[str], boundaries: list[int], done: set[int], limit: int | None
+) -> Iterator[tuple[int, list[dict], bool]]:
+    """Like :func:`_grouped` for a source whose order changed since the plan was made: each example goes to
+    its planned position (found by key), a shard is written once all of its videos have come, and examples
+    the plan does not hold are passed over (the caller has reported them)."""
+    position_of = {key: i for i, key in enumerate(plan)}
+    shard_of = [j for j in range(len(boundaries) - 1) for _ in range(boundaries[j], boundaries[j + 1])]
+    waiting: dict[int, dict[int, dict]] = {}
+    taken = 0
+    for example in source:
+        position = position_of.get(example["key"])
+        if position is None or shard_of[position] in done:
+            continue
+        if limit is not None and taken >= limit:
+            return
+        shard = shard_of[position]
+        items = waiting.setdefault(shard, {})
+        items[position] = example
+        taken += 1
+        if len(items) == boundaries[shard + 1] - boundaries[shard]:
+            yield shard, [items[k] for k in sorted(items)], True
+            del waiting[shard]
+    if waiting and limit is None:
+        raise ValueError(f"The source no longer yields {sum(map(len, waiting.values()))} planned videos")
 
 
 def _grouped(
@@ -411,6 +464,7 @@ def prepare_shards(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    settings = replace(settings, source=canonical_source(settings.source))
     source = load_video_source(
         settings.source,
         settings.split,
@@ -422,29 +476,44 @@ def prepare_shards(
     state_path = out_dir / STATE_FILE
     all_state = _read_json(state_path, {})
     record = all_state.get(settings.split)
+    if record is not None:  # a state written before sources were made absolute, resumed from the same folder
+        record["settings"]["source"] = canonical_source(record["settings"]["source"])
     if record is not None and record["settings"] != asdict(settings):
         raise ValueError(
             f"'{out_dir}' already holds split '{settings.split}' prepared with different settings "
             f"({record['settings']}); use a new output folder or the same options"
         )
+    keys = _source_keys(source)
     if record is None:
-        total = _count_examples(source)
-        if total == 0:
+        if not keys:
             raise ValueError(f"Source '{settings.source}' (split '{settings.split}') has no videos")
-        count = num_shards or choose_num_shards(total, shard_size, shard_multiple)
+        count = num_shards or choose_num_shards(len(keys), shard_size, shard_multiple)
         record = {
             "settings": asdict(settings),
-            "total": total,
-            "num_shards": min(count, total),
+            "total": len(keys),
+            "num_shards": min(count, len(keys)),
             "label_names": label_names,
+            "plan_file": plan_file_name(settings.split),  # written once: the state is rewritten per shard
             "completed": {},
         }
+        # the inputs in the order the shards hold them: a resume continues exactly this
+        _write_json_atomic(out_dir / record["plan_file"], keys)
     elif num_shards and num_shards != record["num_shards"]:
         raise ValueError(
             f"Resuming with --num-shards {num_shards} but the first run used {record['num_shards']}"
         )
     boundaries = shard_boundaries(record["total"], record["num_shards"])
     done = {int(j) for j in record["completed"]}
+    plan = _read_json(out_dir / record["plan_file"], None) if "plan_file" in record else None
+    if plan is not None and len(plan) != record["total"]:
+        raise ValueError(
+            f"'{out_dir / record['plan_file']}' does not hold the {record['total']} planned videos"
+        )
+    follow_plan = plan is not None and keys != plan and len(done) < record["num_shards"]
+    if follow_plan:
+        _check_changed_source(settings, out_dir, plan, keys, record, label_names)
+    elif plan is not None and keys != plan:
+        print(f"'{out_dir}' is complete; the source changed since and is not read again", file=sys.stderr)
 
     def save() -> None:
         all_state[settings.split] = record
@@ -462,7 +531,12 @@ def prepare_shards(
     bar = tqdm(
         total=record["total"], initial=done_items, unit="video", disable=not progress, desc=settings.split
     )
-    groups = _grouped(source, boundaries, done, max_items)
+    if len(done) == record["num_shards"]:
+        groups = iter(())  # nothing left to write: a changed source is no reason to read it again
+    elif follow_plan:
+        groups = _grouped_by_plan(source, plan, boundaries, done, max_items)
+    else:
+        groups = _grouped(source, boundaries, done, max_items)
     if num_workers > 0:
         _run_parallel(groups, out_dir, settings, label_names, num_workers, finish, bar)
     else:
@@ -476,6 +550,8 @@ def prepare_shards(
     all_skipped = _read_json(out_dir / SKIPPED_FILE, {})
     all_skipped[settings.split] = skipped
     _write_json_atomic(out_dir / SKIPPED_FILE, all_skipped)
+    if finished and not any(entry["count"] for entry in record["completed"].values()):
+        _refuse_all_bad(settings, out_dir, record, skipped, all_state, state_path)
     if finished:
         write_dataset_card(out_dir, label_names, all_state.keys())
         if skipped:
@@ -485,6 +561,63 @@ def prepare_shards(
             )
     record["finished"] = finished
     return record
+
+
+def _check_changed_source(
+    settings: PrepareSettings,
+    out_dir: Path,
+    plan: list[str],
+    keys: list[str],
+    record: dict,
+    label_names: list[str] | None,
+) -> None:
+    """A source that changed since this output was started: continue the recorded plan when every planned
+    video is still there (and name the new ones, which are not included), refuse before writing otherwise."""
+    where = f"'{settings.source}' (split '{settings.split}')"
+    fresh = "Prepare into a new output folder to include the source as it is now"
+    restore = f"{fresh}, or restore the source to resume '{out_dir}'."
+    if len(set(plan)) != len(plan) or len(set(keys)) != len(keys):
+        raise ValueError(
+            f"{where} changed since '{out_dir}' was started and its videos have no unique keys to find them "
+            f"by; nothing was written. {restore}"
+        )
+    if label_names != record["label_names"]:
+        raise ValueError(
+            f"The classes of {where} changed since '{out_dir}' was started ({record['label_names']} -> "
+            f"{label_names}); nothing was written. {restore}"
+        )
+    present = set(keys)
+    missing = [key for key in plan if key not in present]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} videos planned for '{out_dir}' are gone from {where} (e.g. {missing[:3]}); "
+            f"nothing was written. {restore}"
+        )
+    planned = set(plan)
+    new = [key for key in keys if key not in planned]
+    record["not_included"] = len(new)
+    print(
+        f"{where} changed since '{out_dir}' was started: continuing its recorded plan of {len(plan)} videos; "
+        f"{len(new)} new videos are not included (e.g. {new[:3]}). {fresh}.",
+        file=sys.stderr,
+    )
+
+
+def _refuse_all_bad(
+    settings, out_dir: Path, record: dict, skipped: list[dict], all_state: dict, state_path
+) -> None:
+    """No video of the source could be read: take back the empty shards, forget the split, and say why."""
+    for j in range(record["num_shards"]):
+        (out_dir / shard_name(settings.split, j)).unlink(missing_ok=True)
+    del all_state[settings.split]
+    _write_json_atomic(state_path, all_state)
+    (out_dir / plan_file_name(settings.split)).unlink(missing_ok=True)
+    reasons = Counter(item["reason"] for item in skipped)
+    summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    raise ValueError(
+        f"None of the {record['total']} videos of '{settings.source}' (split '{settings.split}') could be "
+        f"read ({summary}); no shards were written. Each file and its reason: {out_dir / SKIPPED_FILE}"
+    )
 
 
 def _run_parallel(groups, out_dir, settings, label_names, num_workers, finish, bar) -> None:

@@ -88,13 +88,15 @@ SOURCE_FEATURES_UNLABELLED = Features(
 def video_key_from_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """Stable sample key of a video file: its path without extension, dots replaced by ``_``.
 
-    Relative to ``root`` when given (``root/dance/a.b.mp4`` -> ``"dance/a_b"``). Without ``root``, relative paths
+    Relative to ``root`` when given (``root/dance/a.b.mp4`` -> ``"dance/a_b"``): the path under ``root`` as
+    listed, so a symlink is keyed by its own path, never by its target's. Without ``root``, relative paths
     are kept whole and absolute paths / URLs keep their last two components (``.../dance/a.mp4`` ->
     ``"dance/a"``). Dots are removed because WebDataset splits member names at the first dot.
     """
     text = os.fspath(path)
     if root is not None:
-        rel = PurePosixPath(Path(text).resolve().relative_to(Path(root).resolve()).as_posix())
+        # the path under the root as written, never a symlink's target (which may lie outside the root)
+        rel = PurePosixPath(Path(os.path.relpath(os.path.abspath(text), os.path.abspath(root))).as_posix())
     elif "://" in text or os.path.isabs(text):
         rel = PurePosixPath(*PurePosixPath(text.split("://")[-1]).parts[-2:])
     else:
@@ -113,17 +115,37 @@ def sanitize_key(key: str) -> str:
 # folder of videos
 # ----------------------------------------------------------------------------------------------------------
 def list_video_files(root: str | os.PathLike) -> list[Path]:
-    """All video files under ``root`` (recursive, sorted, hidden files and folders skipped)."""
+    """All video files under ``root`` (recursive, sorted, hidden files and folders skipped).
+
+    Symlinked files and folders are followed, and listed under their own path below ``root`` (a link to a
+    file elsewhere is a video of this folder); a folder link back to one of its own ancestors is a loop and is
+    not entered. A dangling link is listed too, so that reading it fails under its own name.
+    """
     root = Path(root)
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        ancestors = _real_ancestors(root, Path(dirpath))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            if os.path.realpath(os.path.join(dirpath, d)) in ancestors:
+                logger.warning(
+                    "Not following %s: a link to its own ancestor folder", os.path.join(dirpath, d)
+                )
+            else:
+                keep.append(d)
+        dirnames[:] = keep
         found += [
             Path(dirpath, f)
             for f in filenames
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS
         ]
     return sorted(found)
+
+
+def _real_ancestors(root: Path, folder: Path) -> set[str]:
+    """Real paths of ``root``, ``folder`` and every folder between them (the walk's current branch)."""
+    parts = folder.relative_to(root).parts
+    return {os.path.realpath(root.joinpath(*parts[:k])) for k in range(len(parts) + 1)}
 
 
 def _resolve_split_dir(root: Path, split: str) -> Path:
@@ -152,11 +174,12 @@ def _folder_source(root: Path, split: str, num_shards: int | None) -> IterableDa
     rel_parts = [f.relative_to(split_dir).parts for f in files]
     class_names = sorted({parts[0] for parts in rel_parts if len(parts) > 1})
     class_index = {name: i for i, name in enumerate(class_names)}
+    keys = unique_video_keys(files, split_dir)
     records = [
-        (str(f.resolve()), class_index[parts[0]] if len(parts) > 1 else -1, video_key_from_path(f, split_dir))
-        for f, parts in zip(files, rel_parts)
+        (os.path.abspath(f), class_index[parts[0]] if len(parts) > 1 else -1, key)
+        for f, parts, key in zip(files, rel_parts, keys)
     ]
-    _check_unique_keys([r[2] for r in records], str(split_dir))
+    _check_unique_keys(keys, str(split_dir))
     # A fixed permutation (same on every run and process) so that classes are interleaved: sequential
     # readers such as `prepare` then write shards that mix classes instead of one class per shard.
     random.Random(FOLDER_ORDER_SEED).shuffle(records)
@@ -167,6 +190,23 @@ def _folder_source(root: Path, split: str, num_shards: int | None) -> IterableDa
     return IterableDataset.from_generator(
         _folder_examples, gen_kwargs={"chunks": chunks}, features=features, split=datasets.NamedSplit(split)
     )
+
+
+def unique_video_keys(files: Sequence[Path], root: Path) -> list[str]:
+    """One key per file under ``root``: :func:`video_key_from_path`, and where two files share it (``clip.mp4``
+    next to ``clip.mkv``, or ``a.b.mp4`` next to ``a_b.mp4``) their extensions join the key, then, if they still
+    clash, a hash of the path below ``root``. Every other key stays as it is."""
+    keys = [video_key_from_path(f, root) for f in files]
+    for attempt in ("extension", "hash"):
+        counts = Counter(keys)
+        for i, f in enumerate(files):
+            if counts[keys[i]] > 1:
+                rel = Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix()
+                if attempt == "extension":
+                    keys[i] = sanitize_key(rel)
+                else:
+                    keys[i] = f"{keys[i]}_{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+    return keys
 
 
 def _check_unique_keys(keys: Sequence[str], where: str) -> None:
