@@ -169,7 +169,7 @@ def test_every_command_help_lists_its_options_with_their_help(command, monkeypat
         )
         for name, help_text in docs.items():
             assert f"--{name} " in text and " ".join(help_text.split()) in text, (name, out)
-        assert "--config" in text and "--model.KEY VALUE" in text
+        assert "--config" in text and ("--model.KEY VALUE" in text or command != "hf-vssl-pretrain")
         return
     parsers = {
         "hf-vssl-prepare": lambda: [__import__("hf_vssl.data.prepare", fromlist=["x"]).build_arg_parser()],
@@ -243,12 +243,15 @@ def test_a_missing_path_or_model_folder_is_one_error_line(tmp_path, monkeypatch,
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
     base = ["--train_dir", str(data), "--validation_dir", str(data)]
-    for model in ("runs/mlfo/final", "runs/final", "./final", str(tmp_path / "nowhere")):
+    for model in ("runs/mlfo/final", "runs/final", "./final", str(tmp_path / "nowhere"), "runs"):
         status, _, err = _run_command(
             "hf-vssl-evaluate", ["--model_name_or_path", model, *base], monkeypatch, capsys
         )
         line = _one_error_line(err, "hf-vssl-evaluate")
-        assert status == 2 and f"--model_name_or_path {model}: no such model folder" in line, err
+        expected = (
+            "is not a saved model folder (no config.json)" if model == "runs" else "no such model folder"
+        )
+        assert status == 2 and f"--model_name_or_path {model}" in line and expected in line, err
         assert "Repo id" not in line
     # a Hub id is left to the Hub (nothing is fetched while parsing)
     args = parse_arguments(["--model_name_or_path", "org/mlfo-r3d18-k400", *base], EvaluateArguments)

@@ -171,7 +171,14 @@ def check_model_path(name: str, value: str | None) -> None:
     """A model that is neither an existing folder nor a possible Hub id is a missing folder: say so, rather than
     let transformers report "Repo id must be in the form ..." (or try the network for `runs/x`, whose `runs/`
     exists here)."""
-    if value is None or Path(value).expanduser().exists():
+    if value is None:
+        return
+    if Path(value).expanduser().is_dir():
+        if not (Path(value).expanduser() / "config.json").is_file():
+            raise MissingPathError(
+                f"--{name} {value} is not a saved model folder (no config.json); a training run saves its "
+                "model in OUTPUT_DIR/final."
+            )
         return
     looks_local = (
         not _HUB_ID.match(value)
@@ -226,12 +233,14 @@ class RunArgumentParser(HfArgumentParser):
     def __init__(self, cls, description: str = "", prog: str | None = None):
         # before HfArgumentParser replaces each Field's `X | None` type by `X`
         self.run_types = get_type_hints(cls)
+        mappings = [name for name, annotation in self.run_types.items() if _is_mapping(annotation)]
+        nested = " and ".join(f"`--{name}.KEY VALUE`" for name in mappings)
         super().__init__(
             cls,
             prog=prog,
             description=description,
-            epilog="Options override the --config file's values. `--model.KEY VALUE` and `--recipe.KEY VALUE` "
-            "set one field of the method's config class and view recipe.",
+            epilog="Options override the --config file's values."
+            + (f" {nested} set one field of a mapping option." if nested else ""),
             allow_abbrev=False,  # `--learning_rat` is a mistake, not a prefix of --learning_rate
         )
         self.add_argument(
@@ -247,7 +256,9 @@ class RunArgumentParser(HfArgumentParser):
     @staticmethod
     def _parse_dataclass_field(parser, field):
         if _is_mapping(field.type):  # `--model '{backbone: r3d}'`; HfArgumentParser has no mapping type
-            parser.add_argument(f"--{field.name}", type=_yaml_mapping, default=None, metavar="MAPPING")
+            parser.add_argument(
+                f"--{field.name}", type=_yaml_mapping, default=argparse.SUPPRESS, metavar="MAPPING"
+            )
             return
         HfArgumentParser._parse_dataclass_field(parser, field)
 
@@ -366,7 +377,7 @@ def parse_arguments(argv: list[str] | None = None, cls=PretrainArguments, descri
 
     values = {}
     for name, annotation in types.items():
-        value = getattr(namespace, name)
+        value = getattr(namespace, name, None)  # a mapping option that is not given is not in the namespace
         if name in mappings:  # the file's mapping, updated by `--model MAPPING`, then by `--model.KEY VALUE`
             value = _merge(_merge(file_values.get(name, {}), value or {}), nested.get(name, {}))
         values[name] = _coerce(name, value, annotation)
