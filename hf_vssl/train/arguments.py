@@ -122,6 +122,8 @@ class PretrainArguments:
             raise UsageError("`--output_dir` is required.")
         for name in ("train_dir", "validation_dir"):
             check_local_path(name, getattr(self, name))
+        if self.resume_from_checkpoint != "latest":
+            check_local_path("resume_from_checkpoint", self.resume_from_checkpoint)
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"`optimizer` must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

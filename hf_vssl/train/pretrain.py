@@ -23,7 +23,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from hf_vssl.cli import OutputDirTakenError, command_line
+from hf_vssl.cli import MissingPathError, OutputDirTakenError, command_line
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.sources import load_video_source, split_source_for_process
 from hf_vssl.evaluation.results import EvalResults, describe_views
@@ -184,7 +184,7 @@ def train(args: PretrainArguments) -> Path:
             else Path(args.resume_from_checkpoint)
         )
         if checkpoint is None or not checkpoint.is_dir():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"No checkpoint to resume from at {args.resume_from_checkpoint} ({output_dir}/checkpoints)."
             )
         accelerator.load_state(str(checkpoint))
