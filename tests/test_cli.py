@@ -253,6 +253,15 @@ def test_a_missing_path_or_model_folder_is_one_error_line(tmp_path, monkeypatch,
         )
         assert status == 2 and f"--model_name_or_path {model}" in line and expected in line, err
         assert "Repo id" not in line
+    status, _, err = _run_command(
+        "hf-vssl-pretrain",
+        ["--config", "mlfo_tiny_demo", "--train_dir", str(data), "--output_dir", "out"]
+        + ["--resume_from_checkpoint", "out/checkpoints/checkpoint_9"],
+        monkeypatch,
+        capsys,
+    )
+    line = _one_error_line(err, "hf-vssl-pretrain")
+    assert status == 2 and "--resume_from_checkpoint out/checkpoints/checkpoint_9 does not exist" in line
     # a Hub id is left to the Hub (nothing is fetched while parsing)
     args = parse_arguments(["--model_name_or_path", "org/mlfo-r3d18-k400", *base], EvaluateArguments)
     assert args.model_name_or_path == "org/mlfo-r3d18-k400"
