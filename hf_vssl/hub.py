@@ -454,7 +454,7 @@ def push_folder(
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    # snake_case options as the training scripts'; HfArgumentParser's dashed aliases are accepted here too
+    # snake_case options as the training scripts'; the dashed spellings stay as aliases (as HfArgumentParser's)
     parser = CommandLineParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -43,12 +43,12 @@ class EvaluateArguments:
             `validation_dir`).
         num_clips: clips per video whose features are averaged (default: the checkpoint's video processor's).
         spatial_crops: center, three or ten crops per clip (default: the checkpoint's video processor's).
-        per_device_eval_batch_size: clips per forward pass.
+        per_device_eval_batch_size: batch size of the feature extraction.
         dataloader_num_workers: DataLoader worker processes that decode videos.
         compare_random_init: also evaluate the same architecture at random initialisation, the baseline.
         trust_remote_code: load a checkpoint's own code (needed for a Hub checkpoint when hf_vssl does not
             know its model type).
-        seed: seed of the random initialisation and the linear probe.
+        seed: seed of the random initialisation (`compare_random_init`).
         device: torch device (default: cuda when available, else cpu).
     """
 
