@@ -28,11 +28,12 @@ from hf_vssl.train.evaluate import EvaluateArguments, evaluate
 from hf_vssl.train.pretrain import train
 
 
-def write_demo_data(root: Path, num_per_class: int = 24) -> tuple[Path, Path]:
-    """Synthetic train and validation sets: 8 motion classes, different seeds so no video is shared."""
+def write_demo_data(root: Path, videos_per_class: int = 24) -> tuple[Path, Path]:
+    """Synthetic train and validation sets: 8 motion classes, different seeds so no video is shared; the
+    validation set has half as many videos per class as the training set."""
     train_dir, validation_dir = root / "train", root / "validation"
-    write_synthetic_videos(train_dir, num_per_class=num_per_class, seed=0)
-    write_synthetic_videos(validation_dir, num_per_class=max(1, num_per_class // 2), seed=1)
+    write_synthetic_videos(train_dir, num_per_class=videos_per_class, seed=0)
+    write_synthetic_videos(validation_dir, num_per_class=max(1, videos_per_class // 2), seed=1)
     return train_dir, validation_dir
 
 
@@ -43,20 +44,23 @@ def main(argv: list[str] | None = None) -> dict[str, EvalResults]:
         epilog="Other options are training overrides, as for hf-vssl-pretrain (see its --help).",
     )
     parser.add_argument(
-        "--method", default="mlfo", choices=[m for m in METHODS if "demo" in METHODS[m].configs]
+        "--method",
+        default="mlfo",
+        choices=[m for m in METHODS if "demo" in METHODS[m].configs],
+        help="the method whose packaged demo config runs",
     )
     parser.add_argument("--output_dir", default=None, help="default: runs/demo/<method>")
     parser.add_argument(
         "--data_dir", default=".cache/demo-data", help="where the synthetic videos are cached"
     )
+    parser.add_argument("--epochs", type=int, default=None, help="override the demo config's epochs")
+    parser.add_argument("--seed", type=int, default=None, help="override the demo config's seed")
     parser.add_argument(
         "--videos_per_class",
         type=int,
         default=24,
-        help="synthetic training videos per motion class (validation: half as many)",
+        help="training videos per class (validation: half as many)",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="override the demo config's epochs")
-    parser.add_argument("--seed", type=int, default=None, help="override the demo config's seed")
     options, training_overrides = parser.parse_known_args(argv)
     spec = get_method(options.method)
     output_dir = options.output_dir or f"runs/demo/{spec.name}"

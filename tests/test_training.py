@@ -479,3 +479,62 @@ def test_evaluation_numbers_the_test_classes_like_the_training_classes(tmp_path,
         label_names=["down", "left", "right", "up"],
     )
     assert sorted(features.labels.tolist()) == [1, 1, 2, 2, 3, 3]
+
+
+def _knn_top1(train, test, k=20, temperature=0.07) -> float:
+    """Weighted cosine kNN (InstDisc style) written out here: train-mean centring, L2 norm, exp(s/T) votes."""
+    import torch
+
+    mean = train.features.mean(0, keepdim=True)
+    bank = torch.nn.functional.normalize(train.features - mean, dim=1)
+    queries = torch.nn.functional.normalize(test.features - mean, dim=1)
+    correct = 0
+    for query, label in zip(queries, test.labels):
+        similarity = bank @ query
+        top = similarity.topk(min(k, len(bank))).indices
+        votes = torch.zeros(int(train.labels.max()) + 1, dtype=torch.float64)
+        for index in top:
+            votes[train.labels[index]] += torch.exp(similarity[index].double() / temperature)
+        correct += int(votes.argmax() == label)
+    return correct / len(queries)
+
+
+def test_knn_monitor_measures_the_weights_of_its_epoch(tmp_path, tiny_data):
+    """With a validation source the loop logs kNN top-1 every `knn_monitor_epochs` epochs (not after the last
+    one, which the final evaluation covers); the logged value is the kNN accuracy of that epoch's weights,
+    recomputed here from the checkpoint taken at the same step."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hf_vssl import MLFOForPreTraining
+    from hf_vssl.data.sources import load_video_source, source_label_names
+    from hf_vssl.evaluation.runner import evaluation_recipe, video_features
+
+    out = tmp_path / "run"
+    config = run_config(tmp_path, num_train_epochs=3, checkpointing_steps=6, checkpoints_total_limit=None)
+    run_ok(
+        [
+            sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], out),
+            "--validation_dir", str(tiny_data["validation"]), "--knn_monitor_epochs", "2",
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    monitored = {r["step"]: r["val/knn/top1"] for r in records if "val/knn/top1" in r}
+    # 12 videos in batches of 2: 6 steps per epoch; the monitor after epoch 2, the final evaluation at step 18
+    assert sorted(monitored) == [12, 18]
+    assert any("val/retrieval/R@1" in r and r["step"] == 18 for r in records)
+
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
+    assert len(checkpoints) == 3  # steps 6, 12, 18
+    checkpoint = checkpoints[1]
+    model = MLFOForPreTraining(MLFOForPreTraining.config_class(**TINY_RUN["model"]))
+    model.load_state_dict(load_file(checkpoint / "model.safetensors"))
+    encoder = model.base_model.eval()
+    recipe = evaluation_recipe(16, 32, 2, None)
+    with torch.no_grad():
+        train = video_features(encoder, str(tiny_data["train"]), recipe, num_workers=0)
+        test = video_features(
+            encoder, str(tiny_data["validation"]), recipe, split="validation", num_workers=0,
+            label_names=source_label_names(load_video_source(str(tiny_data["train"]))),
+        )  # fmt: skip
+    assert monitored[12] == pytest.approx(_knn_top1(train, test))

@@ -40,8 +40,6 @@ logger = get_logger(__name__)
 # saved as the checkpoint's video processor.
 VALIDATION_CLIPS = 2
 
-STATE_FILE = "loop_state.json"
-
 
 @dataclasses.dataclass
 class LoopState:
