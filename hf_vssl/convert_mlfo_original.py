@@ -7,15 +7,15 @@ time-pointwise heads ``project{,_fine,_graph}``, ``project_{mid,low}{,_fine,_gra
 the checkpoint, the whole ``MLFOForPreTraining`` into ``OUT/pretraining``. Widths, depths and the number of
 prototypes are read from the tensors, so nothing has to be passed by hand.
 
-Usage: python -m hf_vssl.convert_mlfo_original CKPT OUT [--num-frames 16] [--image-size 112]
+Usage: python -m hf_vssl.convert_mlfo_original CKPT OUT [--num_frames 16] [--image_size 112]
 """
 
-import argparse
 import re
 from pathlib import Path
 
 import torch
 
+from .cli import CommandLineParser, command_line
 from .configuration_mlfo import MLFOConfig
 from .modeling_mlfo import MLFOForPreTraining, MLFOModel
 
@@ -136,12 +136,15 @@ def convert_checkpoint(
     return model.mlfo, model
 
 
+@command_line
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="the authors' .pth file")
     parser.add_argument("output_dir", help="folder for the MLFOModel (heads go to OUTPUT_DIR/pretraining)")
-    parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument(
+        "--num_frames", "--num-frames", type=int, default=16, help="clip length of the config"
+    )
+    parser.add_argument("--image_size", "--image-size", type=int, default=112, help="crop size of the config")
     args = parser.parse_args(argv)
     _, pretraining = convert_checkpoint(
         args.checkpoint, args.output_dir, num_frames=args.num_frames, image_size=args.image_size

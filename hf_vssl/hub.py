@@ -6,8 +6,10 @@ model's `config.json`, the run's resolved training config and the results hf_vss
 metadata (tags, datasets, `model-index`) in front. Nothing is invented: a card without results says "not
 evaluated". `push_folder` creates the repo if needed and uploads the folder with the real `huggingface_hub` client.
 
-    python -m hf_vssl.hub card DIR [--method mlfo] [--model-id ORG/NAME] [--config run_config.yaml] [--results R.json ...]
-    python -m hf_vssl.hub push DIR REPO_ID [--private] [--commit-message MSG] [--revision BRANCH]
+    hf-vssl-hub card DIR [--method mlfo] [--model_id ORG/NAME] [--config run_config.yaml] [--results R.json ...]
+    hf-vssl-hub push DIR REPO_ID [--private] [--commit_message MSG] [--revision BRANCH]
+
+(or `python -m hf_vssl.hub ...`; the options' former spellings with dashes, `--model-id`, still work).
 
 The Hub endpoint comes from `HF_ENDPOINT`, which `huggingface_hub` reads once when it is first imported.
 """
@@ -31,6 +33,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import PreTrainedConfig
 
+from hf_vssl.cli import CommandLineParser, command_line
 from hf_vssl.evaluation.results import EvalRecord, EvalResults
 from hf_vssl.methods import METHODS, get_method
 from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
@@ -426,14 +429,14 @@ def push_folder(
     folder = _check_pushable(model_dir)
     readme = folder / "README.md"
     if not readme.is_file():
-        logger.warning(f"{folder} has no README.md (model card): run `python -m hf_vssl.hub card {folder}`")
+        logger.warning(f"{folder} has no README.md (model card): run `hf-vssl-hub card {folder}`")
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
     marker = _CARD_MARKER.search(readme.read_text(encoding="utf-8")) if readme.is_file() else None
     if marker and marker.group(1) != repo_id:
         logger.warning(
             f"README.md was rendered for {marker.group(1)} but is pushed to {repo_id}; its loading snippets name "
-            f"the wrong repo (re-render with `python -m hf_vssl.hub card {folder} --model-id {repo_id}`)"
+            f"the wrong repo (re-render with `hf-vssl-hub card {folder} --model_id {repo_id}`)"
         )
     if revision is not None and revision != "main":
         api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -451,30 +454,36 @@ def push_folder(
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hf_vssl.hub", description=__doc__.split("\n\n")[0])
+    # snake_case options as the training scripts'; the dashed spellings stay as aliases (as HfArgumentParser's)
+    parser = CommandLineParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     card = sub.add_parser("card", help="write README.md (the model card) into a saved model folder")
     card.add_argument("model_dir", help="folder written by save_pretrained")
     card.add_argument("--method", choices=sorted(METHODS), help="default: config.json's model_type")
-    card.add_argument("--model-id", help="Hub repo id the card is for (default: the folder name)")
+    card.add_argument(
+        "--model_id", "--model-id", help="Hub repo id the card is for (default: the folder name)"
+    )
     card.add_argument("--config", help="the run's resolved training config (run_config.yaml)")
     card.add_argument("--results", dest="eval_results", nargs="+", default=[], help="results.json file(s)")
-    card.add_argument("--dataset-name", help="training dataset (Hub id where there is one)")
-    card.add_argument("--base-model", help="Hub id this checkpoint derives from")
-    card.add_argument("--pipeline-tag", help="Hub pipeline tag")
-    card.add_argument("--license", default="apache-2.0")
+    card.add_argument("--dataset_name", "--dataset-name", help="training dataset (Hub id where there is one)")
+    card.add_argument("--base_model", "--base-model", help="Hub id this checkpoint derives from")
+    card.add_argument("--pipeline_tag", "--pipeline-tag", help="Hub pipeline tag")
+    card.add_argument("--license", default="apache-2.0", help="the card's license")
 
     push = sub.add_parser("push", help="create the Hub repo if needed and upload a saved model folder")
     push.add_argument("model_dir", help="folder written by save_pretrained")
     push.add_argument("repo_id", help="org/name on the Hub")
     push.add_argument("--private", action="store_true", help="create the repo as private")
-    push.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE)
+    push.add_argument(
+        "--commit_message", "--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="commit title"
+    )
     push.add_argument("--revision", help="branch to push to (default: main)")
     push.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
     return parser
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     # the parsed options are the keyword arguments of write_model_card / push_folder
     options = vars(_build_parser().parse_args(argv))

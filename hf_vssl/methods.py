@@ -15,6 +15,7 @@ import difflib
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
@@ -23,6 +24,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoMod
 from transformers.models.auto.image_processing_auto import AutoImageProcessor
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
+from .cli import MissingPathError
 from .configuration_ctrlaug import CtrlAugConfig
 from .configuration_hdc import HDCConfig
 from .configuration_mlfo import MLFOConfig
@@ -32,10 +34,44 @@ from .modeling_hdc import HDCForPreTraining, HDCForVideoClassification, HDCModel
 from .modeling_mlfo import MLFOForPreTraining, MLFOForVideoClassification, MLFOModel
 from .video_processing_vssl import VideoSSLVideoProcessor
 
-__all__ = ["METHODS", "CONFIG_DIR", "CardInfo", "MethodSpec", "get_method", "register_method"]
+__all__ = [
+    "METHODS",
+    "CONFIG_DIR",
+    "CardInfo",
+    "MethodSpec",
+    "find_config",
+    "get_method",
+    "packaged_configs",
+    "register_method",
+]
 
-# The YAML run configurations of every method (`MethodSpec.configs` names files in it).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
+# The YAML run configurations of every method, shipped as package data (`MethodSpec.configs` names files in it),
+# so that a regular install runs them as a clone does.
+CONFIG_DIR = Path(str(resources.files(__package__) / "configs"))
+# Where the configs were before they shipped with the package: `--config training/configs/x.yaml` still works.
+_FORMER_CONFIG_DIR = ("training", "configs")
+
+
+def packaged_configs() -> list[str]:
+    """The names of the packaged run configurations (`--config NAME` of the training scripts)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """The YAML file of `--config`: a file that exists, or a packaged config named with or without `.yaml`
+    (`mlfo_r3d18_k400`), also under its former path (`training/configs/mlfo_r3d18_k400.yaml`)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if path.parent == Path(".") or path.parent.parts[-2:] == _FORMER_CONFIG_DIR:
+        packaged = CONFIG_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if packaged.is_file():
+            return packaged
+    close = difflib.get_close_matches(path.stem, packaged_configs(), n=1)
+    hint = (
+        f"; did you mean {close[0]!r}?" if close else f"; packaged configs: {', '.join(packaged_configs())}"
+    )
+    raise MissingPathError(f"Config file {name_or_path} does not exist and is not a packaged config{hint}")
 
 
 @dataclass(frozen=True)
@@ -92,14 +128,17 @@ class MethodSpec:
         module, _, name = self.recipe.partition(":")
         return getattr(importlib.import_module(module), name)
 
+    def check_keys(self, model: Mapping = (), recipe: Mapping = ()) -> None:
+        """Raise a `ValueError` that suggests a name for a key of a run's `model` values that is no field of the
+        config class, or of its `recipe` values that is no field of the view recipe (checked before a run
+        starts, so a misspelt setting never trains silently)."""
+        _check_fields("model", self.config, model)
+        if recipe:
+            _check_fields("recipe", self.recipe_class(), recipe)
+
     def build_config(self, **values):
         """The method's configuration from run-config values; an unknown key is an error that suggests a name."""
-        known = {f.name for f in fields(self.config)}
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"{self.config.__name__} has no field {key!r}{hint}")
+        _check_fields("model", self.config, values)
         return self.config(**values)
 
     def build_recipe(self, config, **overrides):
@@ -116,6 +155,15 @@ class MethodSpec:
             raise KeyError(f"{self.name} has no {role!r} config; it has {sorted(self.configs)}.")
         path = Path(self.configs[role])
         return path if path.is_absolute() else CONFIG_DIR / path
+
+
+def _check_fields(kind: str, cls: type, keys) -> None:
+    known = sorted(f.name for f in fields(cls) if f.init)
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; its fields: {', '.join(known)}"
+            raise ValueError(f"{kind}.{key}: {cls.__name__} has no field {key!r}{hint}")
 
 
 METHODS: dict[str, MethodSpec] = {}

@@ -307,8 +307,8 @@ def test_run_arguments_take_the_types_of_their_fields(tmp_path, tiny_data):
     args = parse_arguments(run_args(config, tiny_data["train"], "x", "--learning_rate", "1e-4"))
     assert args.learning_rate == 1e-4
     for option, value, message in (
-        ("--learning_rate", "fast", "`learning_rate` must be float"),
-        ("--num_train_epochs", "1.5", "`num_train_epochs` must be int"),
+        ("--learning_rate", "fast", "--learning_rate.*invalid float value: 'fast'"),
+        ("--num_train_epochs", "1.5", "--num_train_epochs.*invalid int value: '1.5'"),
         ("--knn_monitor_epochs", "0", "`knn_monitor_epochs` must be >= 1"),
     ):
         with pytest.raises(ValueError, match=message):

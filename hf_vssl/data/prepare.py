@@ -2,8 +2,10 @@
 
 Usage::
 
-    python -m hf_vssl.data.prepare SRC OUT [--split train] [--short-side 128] [--gop 16]
-        [--codec libx264|mpeg4] [--shard-size 500 | --num-shards N] [--num-workers 4]
+    hf-vssl-prepare SRC OUT [--split train] [--short_side 128] [--gop 16]
+        [--codec libx264|mpeg4] [--shard_size 500 | --num_shards N] [--num_workers 4]
+
+(or ``python -m hf_vssl.data.prepare ...``; the former dashed spellings, ``--short-side``, still work)
 
 ``SRC`` is anything :func:`hf_vssl.data.sources.load_video_source` accepts (folder of videos, tar shards,
 Parquet, dataset folder, Hub id). ``OUT`` receives, per split::
@@ -14,12 +16,12 @@ Parquet, dataset folder, Hub id). ``OUT`` receives, per split::
     OUT/.prepare-state.json       settings + completed shards, for resuming
     OUT/.prepare-plan-{split}.json  every input's key, in the order the shards hold them
 
-Re-encoding (``--short-side``, ``--gop``, ``--codec``, ``--crf``; also forced for non-MP4 inputs) scales the
+Re-encoding (``--short_side``, ``--gop``, ``--codec``, ``--crf``; also forced for non-MP4 inputs) scales the
 short side, applies rotation metadata, drops audio and puts a keyframe every ``--gop`` frames, so that a clip
 anywhere in the video decodes after at most ``gop`` frames. Without it the original bytes are copied.
 
-Shard count: ``--num-shards N`` writes exactly N shards of (near) equal size. Otherwise the count is
-``ceil(videos / --shard-size)`` rounded up to a multiple of ``--shard-multiple`` (default 16), so that
+Shard count: ``--num_shards N`` writes exactly N shards of (near) equal size. Otherwise the count is
+``ceil(videos / --shard_size)`` rounded up to a multiple of ``--shard_multiple`` (default 16), so that
 ``world_size x dataloader_workers`` in {1, 2, 4, 8, 16} divides it and every process gets whole shards.
 
 Resume: a shard is written as ``*.tar.partial`` and renamed when complete; completed shards are recorded in
@@ -53,6 +55,7 @@ from typing import Any
 
 import av
 
+from ..cli import CommandLineParser, command_line
 from ..video_decoding import VideoDecodeError, VideoReader
 from .encoding import encode_video
 from .inputs import fetch_remote_video
@@ -500,7 +503,7 @@ def prepare_shards(
         _write_json_atomic(out_dir / record["plan_file"], keys)
     elif num_shards and num_shards != record["num_shards"]:
         raise ValueError(
-            f"Resuming with --num-shards {num_shards} but the first run used {record['num_shards']}"
+            f"Resuming with --num_shards {num_shards} but the first run used {record['num_shards']}"
         )
     boundaries = shard_boundaries(record["total"], record["num_shards"])
     done = {int(j) for j in record["completed"]}
@@ -643,8 +646,8 @@ def _drain(pending: dict, finish, bar, return_when) -> None:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m hf_vssl.data.prepare",
+    # snake_case options as the training scripts'; the former dashed spellings (`--short-side`) still work
+    parser = CommandLineParser(
         description="Write a video source as WebDataset shards (optionally re-encoded for fast decoding).",
     )
     parser.add_argument(
@@ -653,7 +656,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("out", help="output folder for the shards")
     parser.add_argument("--split", default="train", help="split to read from SRC and to name the shards")
     parser.add_argument(
-        "--short-side", type=int, default=None, help="re-encode with this short side (pixels)"
+        "--short_side", "--short-side", type=int, default=None, help="re-encode with this short side (pixels)"
     )
     parser.add_argument("--gop", type=int, default=None, help="re-encode with a keyframe every N frames")
     parser.add_argument(
@@ -662,26 +665,42 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--crf", type=int, default=23, help="libx264 quality when re-encoding (lower = better)"
     )
-    parser.add_argument("--fast-decode", action="store_true", help="libx264 tune=fastdecode (bigger, faster)")
-    parser.add_argument("--shard-size", type=int, default=500, help="target videos per shard")
     parser.add_argument(
+        "--fast_decode", "--fast-decode", action="store_true", help="libx264 tune=fastdecode (bigger, faster)"
+    )
+    parser.add_argument("--shard_size", "--shard-size", type=int, default=500, help="target videos per shard")
+    parser.add_argument(
+        "--num_shards",
         "--num-shards",
         type=int,
         default=None,
         help="exact number of shards; pick a multiple of world_size x dataloader workers so every process "
-        "reads whole shards (default: ceil(videos / shard-size) rounded up to --shard-multiple)",
+        "reads whole shards (default: ceil(videos / shard_size) rounded up to --shard_multiple)",
     )
     parser.add_argument(
-        "--shard-multiple", type=int, default=16, help="round the automatic shard count up to this"
+        "--shard_multiple",
+        "--shard-multiple",
+        type=int,
+        default=16,
+        help="round the automatic shard count up to this",
     )
-    parser.add_argument("--num-workers", type=int, default=0, help="processes that encode shards in parallel")
-    parser.add_argument("--video-column", default=None)
-    parser.add_argument("--label-column", default=None)
-    parser.add_argument("--max-items", type=int, default=None, help="stop after N videos (resume later)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--num_workers", "--num-workers", type=int, default=0, help="processes that encode shards in parallel"
+    )
+    parser.add_argument(
+        "--video_column", "--video-column", default=None, help="the video column of a table source"
+    )
+    parser.add_argument(
+        "--label_column", "--label-column", default=None, help="the label column of a table source"
+    )
+    parser.add_argument(
+        "--max_items", "--max-items", type=int, default=None, help="stop after N videos (resume later)"
+    )
+    parser.add_argument("--no_progress", "--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     settings = PrepareSettings(

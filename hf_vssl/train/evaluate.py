@@ -20,16 +20,38 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel
 
+from hf_vssl.cli import command_line
 from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluate_encoder, evaluation_processor, format_results_table
 from hf_vssl.evaluation.suite import PROTOCOLS
 from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
-from .arguments import check_local_path, parse_arguments
+from .arguments import check_local_path, check_model_path, parse_arguments
 
 
 @dataclass
 class EvaluateArguments:
+    """What an evaluation reads.
+
+    Args:
+        model_name_or_path: the checkpoint: a folder written by the training scripts or a Hub model id.
+        train_dir: labelled videos the protocols fit on (the kNN bank, the linear probe, the retrieval gallery).
+        validation_dir: labelled videos the protocols are measured on.
+        protocols: any of linear_probe, knn, retrieval.
+        output_json: write the checkpoint's results here (and the random initialisation's next to it).
+        dataset: how the results name the validation data (a Hub dataset id where there is one; default:
+            `validation_dir`).
+        num_clips: clips per video whose features are averaged (default: the checkpoint's video processor's).
+        spatial_crops: center, three or ten crops per clip (default: the checkpoint's video processor's).
+        per_device_eval_batch_size: batch size of the feature extraction.
+        dataloader_num_workers: DataLoader worker processes that decode videos.
+        compare_random_init: also evaluate the same architecture at random initialisation, the baseline.
+        trust_remote_code: load a checkpoint's own code (needed for a Hub checkpoint when hf_vssl does not
+            know its model type).
+        seed: seed of the random initialisation (`compare_random_init`).
+        device: torch device (default: cuda when available, else cpu).
+    """
+
     model_name_or_path: str | None = None
     train_dir: str | None = None
     validation_dir: str | None = None
@@ -52,6 +74,7 @@ class EvaluateArguments:
                 raise ValueError(f"`--{name}` is required.")
         for name in ("train_dir", "validation_dir"):
             check_local_path(name, getattr(self, name))
+        check_model_path("model_name_or_path", self.model_name_or_path)
         unknown = sorted(set(self.protocols) - set(PROTOCOLS))
         if unknown:
             raise ValueError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
@@ -127,6 +150,7 @@ def evaluate(args: EvaluateArguments) -> dict[str, EvalResults]:
     return results
 
 
+@command_line
 def main(argv: list[str] | None = None) -> dict:
     args = parse_arguments(argv, EvaluateArguments, description=__doc__.split("\n\n")[0])
     return evaluate(args)

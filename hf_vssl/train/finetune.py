@@ -18,6 +18,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForVideoClassification
 
+from hf_vssl.cli import OutputDirTakenError, command_line
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
@@ -25,13 +26,38 @@ from hf_vssl.evaluation.classifier import multi_view_accuracy
 from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluation_recipe
 
-from .arguments import RUN_CONFIG, check_local_path, parse_arguments, save_arguments
+from .arguments import RUN_CONFIG, check_local_path, check_model_path, parse_arguments, save_arguments
 from .collectives import all_processes_have_batch
 from .release import save_release
 
 
 @dataclass
 class FinetuneArguments:
+    """What a fine-tuning run reads.
+
+    Args:
+        model_name_or_path: the pretrained encoder: a folder written by the training scripts or a Hub model id.
+        train_dir: labelled training videos (class sub-folders or a label column).
+        validation_dir: labelled videos the fine-tuned classifier is tested on.
+        output_dir: folder for the run config, the results and the classifier (`final/`).
+        overwrite_output_dir: replace the run already in `output_dir`.
+        num_train_epochs: passes over the training videos.
+        per_device_train_batch_size: videos per batch on each process.
+        learning_rate: learning rate of the classification head.
+        backbone_lr_scale: the backbone's learning rate as a fraction of the head's.
+        weight_decay: weight decay of every parameter.
+        classifier_dropout: dropout before the classification head.
+        num_test_clips: uniformly spaced clips per test video whose softmax outputs are averaged.
+        test_crops: spatial crops per test clip: center, three or ten.
+        mixed_precision: no, fp16 or bf16.
+        dataloader_num_workers: DataLoader worker processes that decode videos, per process.
+        seed: seed of the head, the sample order and the augmentations.
+        trust_remote_code: load a checkpoint's own code (needed for a Hub checkpoint when hf_vssl does not
+            know its model type).
+        push_to_hub: push the classifier to the Hub at the end (needs `hub_model_id`).
+        hub_model_id: the Hub repo (org/name) to push to.
+    """
+
     model_name_or_path: str | None = None
     train_dir: str | None = None
     validation_dir: str | None = None
@@ -58,6 +84,7 @@ class FinetuneArguments:
                 raise ValueError(f"`--{name}` is required.")
         for name in ("train_dir", "validation_dir"):
             check_local_path(name, getattr(self, name))
+        check_model_path("model_name_or_path", self.model_name_or_path)
         for name in ("num_train_epochs", "per_device_train_batch_size", "num_test_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -73,7 +100,9 @@ class FinetuneArguments:
 def finetune(args: FinetuneArguments) -> Path:
     output_dir = Path(args.output_dir)
     if (output_dir / RUN_CONFIG).exists() and not args.overwrite_output_dir:
-        raise FileExistsError(f"{output_dir} holds another run; pass --overwrite_output_dir to replace it.")
+        raise OutputDirTakenError(
+            f"{output_dir} holds another run; pass --overwrite_output_dir to replace it."
+        )
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     set_seed(args.seed)
 
@@ -175,6 +204,7 @@ def finetune(args: FinetuneArguments) -> Path:
     return output_dir / "final"
 
 
+@command_line
 def main(argv: list[str] | None = None) -> Path:
     return finetune(parse_arguments(argv, FinetuneArguments, description=__doc__.split("\n\n")[0]))
 

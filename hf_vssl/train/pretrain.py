@@ -26,6 +26,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
+from hf_vssl.cli import MissingPathError, OutputDirTakenError, command_line
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.sources import load_video_source, split_source_for_process
 from hf_vssl.evaluation.results import EvalResults, describe_views
@@ -78,7 +79,7 @@ def prepare_output_dir(args: PretrainArguments, accelerator: Accelerator) -> Pat
     holds_run = (output_dir / RUN_CONFIG).exists() or (output_dir / "checkpoints").exists()
     if holds_run and args.resume_from_checkpoint is None:
         if not args.overwrite_output_dir:
-            raise FileExistsError(
+            raise OutputDirTakenError(
                 f"{output_dir} holds another run; pass --overwrite_output_dir to replace it or "
                 f"--resume_from_checkpoint latest to continue it."
             )
@@ -201,7 +202,7 @@ def train(args: PretrainArguments) -> Path:
             else Path(args.resume_from_checkpoint)
         )
         if checkpoint is None or not checkpoint.is_dir():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"No checkpoint to resume from at {args.resume_from_checkpoint} ({output_dir}/checkpoints)."
             )
         accelerator.load_state(str(checkpoint))  # every process loads the main process's counters
@@ -425,6 +426,7 @@ def evaluate_on_validation(
     )
 
 
+@command_line
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(
         argv, PretrainArguments, description="Self-supervised pretraining of an hf_vssl method."
