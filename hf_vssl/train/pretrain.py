@@ -333,7 +333,7 @@ def train(args: PretrainArguments) -> Path:
             and not (finished or last_epoch)
             and state.epoch % args.knn_monitor_epochs == 0
         ):
-            results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn",))
+            results = evaluate_on_validation(args, unwrapped, protocols=("knn",))
             accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
         if total_steps is None and state.epoch >= args.num_train_epochs:
             finished = True
@@ -346,7 +346,7 @@ def train(args: PretrainArguments) -> Path:
         sample_keys.close()
     results = None
     if args.validation_dir:
-        results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn", "retrieval"))
+        results = evaluate_on_validation(args, unwrapped, protocols=("knn", "retrieval"))
         accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
     if accelerator.is_main_process:
         save_release(
@@ -362,11 +362,9 @@ def train(args: PretrainArguments) -> Path:
     return output_dir / "final"
 
 
-def evaluate_on_validation(
-    args, accelerator, model, protocols, num_clips: int = VALIDATION_CLIPS
-) -> EvalResults:
+def evaluate_on_validation(args, model, protocols, num_clips: int = VALIDATION_CLIPS) -> EvalResults:
     """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory
-    (on the main process; the others get no records)."""
+    (every process encodes its share of the videos; every process gets the records)."""
     metrics = evaluate_encoder(
         model.base_model,
         args.train_dir or args.dataset_name,
@@ -378,7 +376,6 @@ def evaluate_on_validation(
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         train_split=args.dataset_split,
-        accelerator=accelerator,
     )
     model.train()
     return EvalResults.from_metrics(
