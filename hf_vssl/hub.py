@@ -158,14 +158,14 @@ def card_dataset_name(spec: str | os.PathLike | None) -> str | None:
     local = (
         Path(text).expanduser().exists()
         or text.startswith((".", "/", "~"))
-        or any(char in text for char in "*?[")
+        or any(char in text for char in "*?[{")
         or ("/" in text and not _HUB_ID.match(text))
         or "\\" in text
     )
     if not local:
         return text
     parts = [
-        p for p in re.split(r"[/\\]+", text) if p and p not in (".", "..", "~") and not set(p) & set("*?[")
+        p for p in re.split(r"[/\\]+", text) if p and p not in (".", "..", "~") and not set(p) & set("*?[{")
     ]
     parts = [Path(p).stem if "." in p.strip(".") else p for p in parts]
     names = [p.lstrip(".") for p in parts if p.lower() not in _NOT_A_NAME and p.lstrip(".")]
