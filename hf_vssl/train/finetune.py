@@ -177,9 +177,11 @@ def finetune(args: FinetuneArguments) -> Path:
     test_recipe = evaluation_recipe(
         config.num_frames, config.image_size, args.num_test_clips, args.test_crops
     )
+    test_source = align_labels(load_video_source(test_spec, split=args.validation_split), label_names)
     test_loader = build_view_dataloader(
-        # the test classes numbered as the classifier's (each source numbers its own classes)
-        align_labels(load_video_source(test_spec, split=args.validation_split), label_names),
+        # the test classes numbered as the classifier's (each source numbers its own classes); every process
+        # tests its share of the videos
+        split_source_for_process(test_source, accelerator.process_index, accelerator.num_processes),
         test_recipe,
         batch_size=max(1, args.per_device_train_batch_size // 2),
         num_workers=args.dataloader_num_workers,
@@ -245,9 +247,9 @@ def finetune(args: FinetuneArguments) -> Path:
     save_loop_checkpoint(accelerator, state)
     progress.close()
 
+    unwrapped = accelerator.unwrap_model(model)
+    accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, placement)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        accuracy = multi_view_accuracy(unwrapped, test_loader, test_recipe, placement)
         print(f"Fine-tuned top-1 accuracy on {test_spec}: {100 * accuracy:.1f}%")
         accelerator.log({"finetune/top1": accuracy}, step=state.global_step)
         dataset = card_dataset_name(test_spec)
