@@ -323,6 +323,7 @@ def test_wheel_ships_the_card_templates_and_an_install_writes_cards(tmp_path):
         names = set(archive.namelist())
         archive.extractall(site)
     assert {f"hf_vssl/model_cards/{method}.md" for method in METHODS} <= names
+    assert "hf_vssl/model_cards/example_clip.mp4" in names  # the widget's example
     # pyproject.toml lists the packages: a new sub-package that is not listed there is missing here.
     assert {p.relative_to(source).as_posix() for p in (source / "hf_vssl").rglob("*.py")} <= names
 
@@ -334,6 +335,7 @@ def test_wheel_ships_the_card_templates_and_an_install_writes_cards(tmp_path):
         hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**{TINY_BACKBONE!r})).save_pretrained("encoder")
         text = write_model_card("encoder", model_id="org/mlfo").read_text()
         assert "pretrained with **MLFO**" in text and "{{{{" not in text, text
+        assert "resolve/main/example_clip.mp4" in text, text
         """
     run_python(textwrap.dedent(code), env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path)
 
