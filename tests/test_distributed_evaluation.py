@@ -59,8 +59,8 @@ def _worker(rank: int, train_dir: str, test_dir: str):
     return _evaluate(train_dir, test_dir)
 
 
-def test_two_process_evaluation_equals_one_process(tmp_path, tiny_data):
-    train_dir, test_dir = str(tiny_data["train"]), str(tiny_data["validation"])
+def test_two_process_evaluation_equals_one_process(tmp_path, tiny_folders):
+    train_dir, test_dir = str(tiny_folders["train"]), str(tiny_folders["validation"])
     single_results, single_clips, single_accuracy = _evaluate(train_dir, test_dir)
     ranks = run_in_two_processes(functools.partial(_worker, train_dir=train_dir, test_dir=test_dir), tmp_path)
 

@@ -27,7 +27,7 @@ def finetune_args(encoder_dir, data, output_dir, *options):
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory, tiny_data):
+def finetuned(tmp_path_factory, tiny_folders):
     """An encoder whose card was rendered for the Hub repo org/tiny-encoder (a pushed folder), fine-tuned for
     STEPS steps without interruption."""
     import hf_vssl
@@ -37,7 +37,9 @@ def finetuned(tmp_path_factory, tiny_data):
     torch.manual_seed(0)
     hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(root / "encoder")
     write_model_card(root / "encoder", model_id="org/tiny-encoder")
-    result = run_ok(finetune_args(root / "encoder", tiny_data, root / "straight", "--max_steps", str(STEPS)))
+    result = run_ok(
+        finetune_args(root / "encoder", tiny_folders, root / "straight", "--max_steps", str(STEPS))
+    )
     return {"root": root, "out": root / "straight", "stdout": result.stdout}
 
 
@@ -62,14 +64,14 @@ def _independent_accuracy(final_dir, validation_dir) -> float:
     return correct / len(videos)
 
 
-def test_finetune_accuracy_and_card_match_numbers_computed_here(finetuned, tiny_data):
+def test_finetune_accuracy_and_card_match_numbers_computed_here(finetuned, tiny_folders):
     out, final = finetuned["out"], finetuned["out"] / "final"
-    accuracy = _independent_accuracy(final, tiny_data["validation"])
+    accuracy = _independent_accuracy(final, tiny_folders["validation"])
     (record,) = json.loads((out / "results.json").read_text())["results"]
     assert (record["protocol"], record["metric"], record["split"]) == ("finetune", "top1", "validation")
     assert record["value"] == pytest.approx(accuracy, abs=1e-12)
     assert (
-        f"Fine-tuned top-1 accuracy on {tiny_data['validation']}: {100 * accuracy:.1f}%"
+        f"Fine-tuned top-1 accuracy on {tiny_folders['validation']}: {100 * accuracy:.1f}%"
         in finetuned["stdout"]
     )
 
@@ -83,15 +85,15 @@ def test_finetune_accuracy_and_card_match_numbers_computed_here(finetuned, tiny_
         "Fine-tuning top-1 accuracy",
         round(100 * accuracy, 1),
     )
-    # the data's clean name (the folders are <tmp>/data0/folder/{train,validation}), never a local path
+    # the data's clean name (the folders are <tmp>/motion/{train,validation}), never a local path
     assert (result.dataset_type, result.dataset_name, result.dataset_split) == (
-        "folder",
-        "folder",
+        "motion",
+        "motion",
         "validation",
     )
-    assert data.datasets == ["folder"]
+    assert data.datasets == ["motion"]
     assert data.base_model == "org/tiny-encoder"  # the encoder folder's card was rendered for that Hub repo
-    assert data.model_name == "tiny-encoder-finetuned-folder" and data.pipeline_tag == "video-classification"
+    assert data.model_name == "tiny-encoder-finetuned-motion" and data.pipeline_tag == "video-classification"
     assert check_card_metadata(card.content) == ([], [])
     limitations = card.text.split("## Limitations", 1)[1].split("##", 1)[0]
     assert "not a classifier" not in limitations
@@ -116,11 +118,11 @@ def test_finetune_writes_its_config_first_and_logs_every_step(finetuned):
     assert final["finetune/top1"] == json.loads((out / "results.json").read_text())["results"][0]["value"]
 
 
-def test_finetune_resumed_run_reaches_the_same_weights_bitwise(finetuned, tiny_data):
+def test_finetune_resumed_run_reaches_the_same_weights_bitwise(finetuned, tiny_folders):
     """Stopped at step 2 (mid-epoch 0), resumed to STEPS (into epoch 1): the classifier's dropout, the data
     order and the optimizer state all continue as in the uninterrupted run."""
     root = finetuned["root"]
-    _, script, *args = finetune_args(root / "encoder", tiny_data, root / "resumed")
+    _, script, *args = finetune_args(root / "encoder", tiny_folders, root / "resumed")
     args += ["--test_crops", "center"]  # the test set's score plays no part here
     # both runs in one process (a fresh interpreter each would double the time), one Accelerator after the other
     code = (
