@@ -5,6 +5,11 @@ Importing the package registers every configuration, model and processor with th
 their code and load with ``trust_remote_code=True`` where hf_vssl is not installed.
 """
 
+# transformers' top-level `AutoVideoProcessor` is a placeholder that raises unless torchvision is installed (its
+# own video processors need it); the class itself, in its module, works without it and resolves hf_vssl's
+# PyAV-based processor. Exported here so that `from hf_vssl import AutoVideoProcessor` works in every environment.
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
 from .backbones import BACKBONE_LAYOUTS, StageInfo, VideoResNet, convert_torchvision_state_dict
 from .configuration_ctrlaug import CtrlAugConfig
 from .configuration_hdc import HDCConfig
@@ -42,6 +47,7 @@ __version__ = "0.1.0"
 register_pipelines()
 
 __all__ = [
+    "AutoVideoProcessor",
     "BACKBONE_LAYOUTS",
     "METHODS",
     "CardInfo",

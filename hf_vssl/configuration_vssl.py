@@ -6,10 +6,29 @@ its own hyper-parameters. Configs are transformers 5.x strict dataclasses: field
 names it.
 """
 
+import sys
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from .backbones import BACKBONE_LAYOUTS, backbone_strides
+
+# The pipeline every hf_vssl checkpoint declares in config.json (`custom_pipelines`), its code (pipelines.py) saved
+# with the model's: `pipeline("video-feature-extraction", model=..., trust_remote_code=True)` then works where
+# hf_vssl is not installed.
+VIDEO_FEATURE_EXTRACTION = "video-feature-extraction"
+CUSTOM_PIPELINES = {
+    VIDEO_FEATURE_EXTRACTION: {
+        "impl": "pipelines.VideoFeatureExtractionPipeline",
+        "pt": ["AutoModel"],
+        "type": "video",
+    }
+}
+
+
+def _registered_pipeline_tasks() -> set[str]:
+    pipelines = sys.modules.get("transformers.pipelines")  # not imported yet: nothing was registered
+    return set(pipelines.PIPELINE_REGISTRY.get_supported_tasks()) if pipelines is not None else set()
 
 
 def check_positive(name: str, values) -> None:
@@ -70,6 +89,15 @@ class VideoSSLConfig(PreTrainedConfig):
         self.hidden_sizes = list(self.hidden_sizes)
         self.depths = list(self.depths)
         super().__post_init__(**kwargs)
+        # A declared task that this process has registered (hf_vssl imported) is served by the registry: keeping
+        # the declaration would make `pipeline()` demand trust_remote_code for code it already has.
+        declared = self.__dict__.get("custom_pipelines")
+        if declared:
+            kept = {task: info for task, info in declared.items() if task not in _registered_pipeline_tasks()}
+            if kept:
+                self.custom_pipelines = kept
+            else:
+                del self.custom_pipelines
 
     def validate_backbone(self):
         if self.backbone not in BACKBONE_LAYOUTS:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -40,7 +42,16 @@ from hf_vssl.video_processing_vssl import VideoSSLVideoProcessor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fill_template", "load_train_config", "push_folder", "render_model_card", "write_model_card"]
+__all__ = [
+    "EXAMPLE_CLIP",
+    "card_dataset_name",
+    "fill_template",
+    "hub_model_id_of",
+    "load_train_config",
+    "push_folder",
+    "render_model_card",
+    "write_model_card",
+]
 
 DEFAULT_COMMIT_MESSAGE = "Upload hf_vssl encoder"
 # Never uploaded: byte-code caches and tool folders that end up next to a saved model.
@@ -55,6 +66,26 @@ UPLOAD_IGNORE_PATTERNS = [
 _CARD_MARKER = re.compile(r"<!-- hf_vssl card: model_id=(\S+) method=(\S+) -->")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Path components that name a split or a container, not a dataset: skipped when a local path is named.
+_NOT_A_NAME = {
+    "train",
+    "training",
+    "validation",
+    "valid",
+    "val",
+    "test",
+    "testing",
+    "eval",
+    "shards",
+    "videos",
+}
+# The widget's example: a synthetic "right" motion clip (hf_vssl.data.synthetic, 32 frames of 64x64, h264, 8 KB)
+# that ships with the card templates and is copied into every folder whose card is written.
+EXAMPLE_CLIP = "example_clip.mp4"
+# Hub pipeline tags per kind of checkpoint: the Hub has no video feature-extraction task, so encoders take the
+# generic one.
+PIPELINE_TAGS = {"encoder": "feature-extraction", "classifier": "video-classification"}
 
 # config.json fields of the encoder table; the method's other config fields go to the method table.
 _ENCODER_ROWS = {
@@ -116,6 +147,58 @@ def _count_parameters(config: Mapping, method: str, architecture: str) -> int | 
         return None
     with torch.device("meta"):
         return classes[architecture](spec.config.from_dict(dict(config))).num_parameters()
+
+
+def card_dataset_name(spec: str | os.PathLike | None) -> str | None:
+    """How a card's metadata names a dataset: a Hub dataset id as it is (``org/name``; ``hf://datasets/org/name/...``
+    gives ``org/name``), a local folder, file or glob by a clean name (its last component that is not a split or a
+    container: ``.cache/demo-data/train`` -> ``demo-data``), never by its local path; other text unchanged."""
+    if spec is None or not str(spec).strip():
+        return None
+    text = str(spec).strip()
+    if text.startswith("hf://datasets/"):
+        return "/".join(text.removeprefix("hf://datasets/").split("/")[:2]).split("@")[0]
+    local = (
+        Path(text).expanduser().exists()
+        or text.startswith((".", "/", "~"))
+        or any(char in text for char in "*?[{")
+        or ("/" in text and not _HUB_ID.match(text))
+        or "\\" in text
+    )
+    if not local:
+        return text
+    parts = [
+        p for p in re.split(r"[/\\]+", text) if p and p not in (".", "..", "~") and not set(p) & set("*?[{")
+    ]
+    parts = [Path(p).stem if "." in p.strip(".") else p for p in parts]
+    names = [p.lstrip(".") for p in parts if p.lower() not in _NOT_A_NAME and p.lstrip(".")]
+    return names[-1] if names else "local-videos"
+
+
+def hub_model_id_of(model_name_or_path: str | os.PathLike | None) -> str | None:
+    """The Hub id of a checkpoint given as a Hub id, or as a local folder that was pushed: its run_config.yaml
+    pushed it (``push_to_hub`` with ``hub_model_id``), or its card was rendered for a Hub repo id. None otherwise."""
+    if not model_name_or_path:
+        return None
+    folder = Path(model_name_or_path).expanduser()
+    if not folder.exists():
+        return str(model_name_or_path) if _HUB_ID.match(str(model_name_or_path)) else None
+    run_config = folder / "run_config.yaml"
+    if run_config.is_file():
+        config = load_train_config(run_config)
+        if config.get("push_to_hub") and config.get("hub_model_id"):
+            return str(config["hub_model_id"])
+    readme = folder / "README.md"
+    marker = _CARD_MARKER.search(readme.read_text(encoding="utf-8")) if readme.is_file() else None
+    return marker.group(1) if marker and _HUB_ID.match(marker.group(1)) else None
+
+
+def _package_file(name: str) -> Path | None:
+    """A file that ships with the card templates (the wheel's hf_vssl/model_cards, the checkout's model_cards)."""
+    here = Path(__file__).resolve().parent
+    return next(
+        (p for p in (here / "model_cards" / name, here.parent / "model_cards" / name) if p.is_file()), None
+    )
 
 
 def load_train_config(path: str | Path) -> dict:
@@ -214,6 +297,59 @@ def _classifier_texts(config: Mapping, architecture: str, model_id: str) -> tupl
     return note, snippet
 
 
+def _kind_limitation(config: Mapping, is_classifier: bool, dataset: str | None) -> str:
+    """The Limitations line that depends on what the checkpoint is."""
+    if not is_classifier:
+        return "Self-supervised features, not a classifier: train a linear probe or fine-tune for a task."
+    labels = list((config.get("id2label") or {}).values())
+    shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+    data = f" of `{dataset}`" if dataset else ""
+    return (
+        f"A classifier for the {len(labels)} classes it was fine-tuned on ({shown}), from labelled videos{data}: "
+        "it gives one of these labels to any video, also to videos of none of them, and its accuracy on other "
+        "data was not measured."
+    )
+
+
+def _widget(folder: Path, model_id: str, method: str, is_classifier: bool) -> list[dict] | None:
+    """The card's widget example: the example clip in the folder and the output this model gives for it, measured
+    now with the folder's weights and video processor (what `pipeline()` computes), so that the model page shows
+    a real example where no inference provider runs video models. None when the folder has no example clip."""
+    clip = folder / EXAMPLE_CLIP
+    if not clip.is_file():
+        return None
+    spec = get_method(method)
+    model_class = spec.classifier if is_classifier else spec.model
+    model = model_class.from_pretrained(folder, dtype=torch.float32).eval()
+    if (folder / "video_preprocessor_config.json").is_file():
+        processor = VideoSSLVideoProcessor.from_pretrained(folder)
+    else:
+        processor = VideoSSLVideoProcessor.for_clip_size(model.config.num_frames, model.config.image_size)
+    pixel_values = processor(str(clip), num_frames=model.config.num_frames, return_tensors="pt")[
+        "pixel_values"
+    ]
+    with torch.no_grad():
+        output = model(pixel_values=pixel_values)
+    # the file in the model repo; a card rendered for a name without a namespace points to it relatively
+    hub_file = f"https://huggingface.co/{model_id}/resolve/main/{EXAMPLE_CLIP}"
+    example = {"src": hub_file if _HUB_ID.match(model_id) else EXAMPLE_CLIP, "example_title": "Example clip"}
+    if is_classifier:
+        scores = output.logits.softmax(-1)[0]
+        top = scores.topk(min(5, scores.numel()))
+        labels = [model.config.id2label[int(i)] for i in top.indices]
+        example["output"] = [
+            {"label": label, "score": round(float(v), 4)} for label, v in zip(labels, top.values)
+        ]
+    else:
+        embedding = output.pooler_output[0]
+        values = ", ".join(f"{float(v):.4f}" for v in embedding[:4])
+        example["output"] = {
+            "text": f"{embedding.numel()}-d embedding (pooler_output, mean over the saved processor's views): "
+            f"[{values}, ...]"
+        }
+    return [example]
+
+
 def _redact(config: Any) -> Any:
     if isinstance(config, Mapping):
         return {k: "<redacted>" if _SECRET_KEY.search(str(k)) else _redact(v) for k, v in config.items()}
@@ -241,11 +377,12 @@ def _training_section(train_config: Mapping | None, dataset_name: str | None) ->
 def _eval_result(record: EvalRecord) -> EvalResult:
     # model-index groups results per (task, dataset, split): the protocol in the name tells a linear-probe
     # accuracy from a kNN accuracy on the same split.
+    dataset = card_dataset_name(record.dataset)
     return EvalResult(
         task_type="video-classification",
         task_name="Video classification",
-        dataset_type=record.dataset,
-        dataset_name=record.dataset,
+        dataset_type=dataset,
+        dataset_name=dataset,
         dataset_split=record.split,
         metric_type=record.metric_type,
         metric_name=f"{record.protocol_name} {record.metric_name}",
@@ -305,7 +442,8 @@ def render_model_card(
         eval_results: the results hf_vssl measured on this checkpoint; None or empty gives "not evaluated".
         dataset_name: training dataset (a Hub dataset id where there is one); goes into `datasets`.
         base_model: Hub id of the checkpoint this one derives from (for fine-tuned models).
-        pipeline_tag: Hub pipeline tag; defaults to "video-classification" for classification heads, else none.
+        pipeline_tag: Hub pipeline tag; defaults to "video-classification" for classifiers, "feature-extraction"
+            for encoders (`PIPELINE_TAGS`).
         license: the `license` metadata field (the code's licence; weights also inherit their data's terms).
         template_dir: folder with `<method>.md` templates (default: the method's own, else the package's).
 
@@ -324,8 +462,9 @@ def render_model_card(
 
     architecture = str((config.get("architectures") or [spec.model.__name__])[0])
     is_classifier = architecture == spec.classifier.__name__
-    if pipeline_tag is None and is_classifier:
-        pipeline_tag = "video-classification"
+    if pipeline_tag is None:
+        pipeline_tag = PIPELINE_TAGS["classifier" if is_classifier else "encoder"]
+    dataset_id = card_dataset_name(dataset_name)
     model_name = model_id.rstrip("/").rsplit("/", 1)[-1]
     frames, size = config["num_frames"], config["image_size"]
     classifier_note, classifier_snippet = (
@@ -342,13 +481,14 @@ def render_model_card(
         "image_size": size,
         "encoder_table": _encoder_table(config, method, architecture),
         "method_hparams": _method_hparams(config, method),
-        "training_section": _training_section(train_config, dataset_name),
+        "training_section": _training_section(train_config, dataset_id),
         "results_section": _results_section(results),
         "clip_note": f"`config.json` records {frames}-frame clips at {size}x{size}; other clip lengths and "
         "sizes run, but the features are best at the size the encoder was trained on.",
         "clip_sampling": _clip_sampling(folder, frames, size),
         "classifier_note": classifier_note,
         "classifier_snippet": classifier_snippet,
+        "kind_limitation": _kind_limitation(config, is_classifier, dataset_id),
     }
     body = re.sub(r"\n{3,}", "\n\n", fill_template(template, values, source=str(template_path)))
 
@@ -358,12 +498,13 @@ def render_model_card(
         library_name="transformers",
         license=license,
         tags=tags,
-        datasets=[dataset_name] if dataset_name else None,
+        datasets=[dataset_id] if dataset_id else None,
         metrics=sorted({r.metric_type for r in results}) or None,
         base_model=base_model,
         pipeline_tag=pipeline_tag,
         model_name=model_name if results else None,
         eval_results=[_eval_result(r) for r in results] or None,
+        widget=_widget(folder, model_id, method, is_classifier),
     )
     marker = f"<!-- hf_vssl card: model_id={model_id} method={method} -->"
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{marker}\n\n{body.strip()}\n")
@@ -373,8 +514,12 @@ def write_model_card(
     model_dir: str | Path, method: str | None = None, *, model_id: str | None = None, **card_options
 ) -> Path:
     """Render the card (`render_model_card` with `card_options`; `model_id` defaults to the folder's name: pass
-    the Hub repo id the folder will be pushed to) and write it as the folder's README.md, whose path it returns."""
+    the Hub repo id the folder will be pushed to) and write it as the folder's README.md, whose path it returns.
+    The widget's example clip is copied into the folder first (its measured output goes on the card)."""
     folder, _ = _read_model_config(model_dir)
+    example = _package_file(EXAMPLE_CLIP)
+    if example is not None and not (folder / EXAMPLE_CLIP).is_file():
+        shutil.copyfile(example, folder / EXAMPLE_CLIP)
     card = render_model_card(method, folder, model_id=model_id or folder.resolve().name, **card_options)
     card.save(folder / "README.md")
     return folder / "README.md"

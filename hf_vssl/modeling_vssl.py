@@ -14,9 +14,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .backbones import VideoResNet
+from .configuration_vssl import CUSTOM_PIPELINES
 from .heads import init_module_
 
 
@@ -49,7 +51,20 @@ class VideoSSLPreTrainedModel(PreTrainedModel):
             if isinstance(obj, type) and obj.__module__ == module.__name__ and "_auto_class" in vars(obj):
                 auto_map.setdefault(obj._auto_class, f"{module_name}.{obj.__name__}")
         self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        # ... and the video-feature-extraction pipeline, with its code, for processes without hf_vssl.
+        declared = self.config.__dict__.get("custom_pipelines")
+        self.config.custom_pipelines = {**CUSTOM_PIPELINES, **(declared or {})}
+        try:
+            saved = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:  # where hf_vssl is imported its registry serves the task (see VideoSSLConfig.__post_init__)
+            if declared is None:
+                del self.config.custom_pipelines
+            else:
+                self.config.custom_pipelines = declared
+        from .pipelines import VideoFeatureExtractionPipeline
+
+        custom_object_save(VideoFeatureExtractionPipeline, save_directory)
+        return saved
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

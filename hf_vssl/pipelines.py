@@ -22,10 +22,9 @@ from transformers import AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
+from .configuration_vssl import VIDEO_FEATURE_EXTRACTION
 from .image_processing_vssl import VideoSSLImagesKwargs, is_frame
 from .video_processing_vssl import VideoSSLVideoProcessor
-
-VIDEO_FEATURE_EXTRACTION = "video-feature-extraction"
 
 
 def _concatenate_batch(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

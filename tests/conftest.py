@@ -92,3 +92,18 @@ def tiny_data(tmp_path_factory):
         folder / "validation", num_per_class=2, num_frames=36, size=(40, 40), classes=classes, seed=1
     )
     return {"shards": shards, "train": folder / "train", "validation": folder / "validation"}
+
+
+@pytest.fixture(scope="module")
+def tiny_folders(tmp_path_factory):
+    """`tiny_data`'s labelled folders without its shards (for tests that read folders only): 12 training videos
+    (4 classes) in ``motion/train``, 8 validation videos in ``motion/validation``."""
+    from hf_vssl.data.synthetic import write_synthetic_videos
+
+    root = tmp_path_factory.mktemp("folders") / "motion"
+    classes = ("left", "right", "up", "down")
+    write_synthetic_videos(root / "train", num_per_class=3, num_frames=36, size=(40, 40), classes=classes)
+    write_synthetic_videos(
+        root / "validation", num_per_class=2, num_frames=36, size=(40, 40), classes=classes, seed=1
+    )
+    return {"train": root / "train", "validation": root / "validation"}

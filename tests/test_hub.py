@@ -323,6 +323,7 @@ def test_wheel_ships_the_card_templates_and_an_install_writes_cards(tmp_path):
         names = set(archive.namelist())
         archive.extractall(site)
     assert {f"hf_vssl/model_cards/{method}.md" for method in METHODS} <= names
+    assert "hf_vssl/model_cards/example_clip.mp4" in names  # the widget's example
     # pyproject.toml lists the packages: a new sub-package that is not listed there is missing here.
     assert {p.relative_to(source).as_posix() for p in (source / "hf_vssl").rglob("*.py")} <= names
 
@@ -334,6 +335,7 @@ def test_wheel_ships_the_card_templates_and_an_install_writes_cards(tmp_path):
         hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**{TINY_BACKBONE!r})).save_pretrained("encoder")
         text = write_model_card("encoder", model_id="org/mlfo").read_text()
         assert "pretrained with **MLFO**" in text and "{{{{" not in text, text
+        assert "resolve/main/example_clip.mp4" in text, text
         """
     run_python(textwrap.dedent(code), env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path)
 
@@ -542,3 +544,63 @@ def test_fake_hub_download_errors_match_the_real_hub(fake_hub, tmp_path):
         """
     )
     assert run_python(code, env=env).stdout.strip() == "['.gitattributes', 'a.txt']"
+
+
+# --- what the Hub uses: dataset names, base model, pipeline tag, widget (issue 16) ---------------------------------
+
+
+def test_card_names_datasets_by_hub_id_or_clean_name_never_a_local_path(tmp_path):
+    from hf_vssl.hub import card_dataset_name, hub_model_id_of
+
+    assert card_dataset_name("hf://datasets/org/k400-mini@main/train/*.tar") == "org/k400-mini"
+    assert card_dataset_name("org/k400-mini") == "org/k400-mini"  # a Hub id (no such local folder)
+    assert card_dataset_name(".cache/demo-data/train") == "demo-data"
+    assert card_dataset_name("/data/ucf101/test") == "ucf101"
+    assert card_dataset_name("data/k400/shards/train-{0..7}.tar") == "k400"
+    assert card_dataset_name("hf_vssl synthetic motion") == "hf_vssl synthetic motion"
+    (tmp_path / "ucf101" / "train").mkdir(parents=True)
+    assert card_dataset_name(str(tmp_path / "ucf101" / "train")) == "ucf101"
+    # base models: a Hub id, or a local folder that was pushed (its run config says where to)
+    assert hub_model_id_of("org/encoder") == "org/encoder"
+    pushed = tmp_path / "pushed"
+    pushed.mkdir()
+    assert hub_model_id_of(pushed) is None
+    (pushed / "run_config.yaml").write_text(yaml.safe_dump({"push_to_hub": True, "hub_model_id": "org/enc"}))
+    assert hub_model_id_of(pushed) == "org/enc"
+
+
+def test_encoder_card_has_feature_pipeline_tag_measured_widget_and_rounded_metrics(tmp_path):
+    from huggingface_hub import EvalResult, ModelCardData
+    from transformers import pipeline
+
+    from hf_vssl.train.release import save_processors
+
+    folder = tmp_path / "encoder"
+    encoder = _save_encoder("mlfo", folder)
+    save_processors(encoder.config, folder, num_clips=2)
+    # a results file as training/evaluate.py writes it for a local validation folder, rendered by the CLI
+    results = EvalResults.from_metrics(
+        {"knn/top1": 3 / 8}, dataset=".cache/demo-data/validation", split="validation"
+    )
+    assert main(["card", str(folder), "--results", str(results.save(tmp_path / "results.json"))]) == 0
+    card = ModelCard.load(folder / "README.md")
+    assert (card.data.pipeline_tag, card.data.eval_results[0].metric_value) == ("feature-extraction", 37.5)
+    write_model_card(folder, dataset_name=".cache/demo-data/train", eval_results=results)
+    card = ModelCard.load(folder / "README.md")
+    data = ModelCardData(**card.data.to_dict())
+    assert data.pipeline_tag == "feature-extraction" and data.datasets == ["demo-data"]
+    (result,) = data.eval_results
+    assert isinstance(result, EvalResult)
+    assert (result.metric_value, result.dataset_type, result.dataset_name) == (37.5, "demo-data", "demo-data")
+    assert ".cache" not in yaml.safe_dump(card.data.to_dict())
+    assert "Self-supervised features, not a classifier" in card.text.split("## Limitations", 1)[1]
+    # the widget shows the embedding pipeline("video-feature-extraction") gives for the shipped example clip
+    (widget,) = data.widget
+    assert widget["src"] == "example_clip.mp4"  # rendered for the folder's name, not a Hub id
+    embedding = pipeline("video-feature-extraction", model=str(folder))(str(folder / "example_clip.mp4"))
+    first = ", ".join(f"{v:.4f}" for v in embedding[:4])
+    assert (
+        widget["output"]["text"].startswith(f"{len(embedding)}-d embedding")
+        and f"[{first}, ...]" in (widget["output"]["text"])
+    )
+    assert check_card_metadata(card.content) == ([], [])

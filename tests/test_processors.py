@@ -392,6 +392,40 @@ def test_importing_hf_vssl_registers_processors_and_pipeline(checkpoint):
     )
 
 
+def test_checkpoint_declares_the_feature_pipeline_for_processes_without_hf_vssl(checkpoint):
+    declared = json.loads((checkpoint / "config.json").read_text())["custom_pipelines"]
+    assert declared == {
+        VIDEO_FEATURE_EXTRACTION: {
+            "impl": "pipelines.VideoFeatureExtractionPipeline",
+            "pt": ["AutoModel"],
+            "type": "video",
+        }
+    }
+    assert (checkpoint / "pipelines.py").is_file()
+    # with hf_vssl imported the registry serves the task: no trust_remote_code needed, the local class runs
+    assert not hasattr(hf_vssl.MLFOConfig.from_pretrained(checkpoint), "custom_pipelines")
+    assert type(pipeline(VIDEO_FEATURE_EXTRACTION, model=str(checkpoint))) is VideoFeatureExtractionPipeline
+
+
+def test_top_level_auto_video_processor_needs_torchvision_the_module_class_does_not(checkpoint):
+    # What the README states: transformers' top-level `AutoVideoProcessor` is a placeholder without torchvision;
+    # the class in its module (re-exported as hf_vssl.AutoVideoProcessor) loads hf_vssl's processor either way.
+    import importlib.util
+
+    import transformers
+
+    assert hf_vssl.AutoVideoProcessor is AutoVideoProcessor
+    assert type(hf_vssl.AutoVideoProcessor.from_pretrained(checkpoint)) is VideoSSLVideoProcessor
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises(ImportError, match="Torchvision"):
+            transformers.AutoVideoProcessor.from_pretrained(checkpoint)
+    else:
+        assert type(transformers.AutoVideoProcessor.from_pretrained(checkpoint)) is VideoSSLVideoProcessor
+    # without torchvision too: the image processor and AutoProcessor from the top level
+    assert type(transformers.AutoImageProcessor.from_pretrained(checkpoint)) is VideoSSLImageProcessor
+    assert type(transformers.AutoProcessor.from_pretrained(checkpoint)) is VideoSSLImageProcessor
+
+
 def test_register_pipelines_is_idempotent(caplog):
     register_pipelines()
     with caplog.at_level("WARNING"):
@@ -446,6 +480,11 @@ def test_remote_code_pipeline_without_hf_vssl(checkpoint, clips, tmp_path, no_hf
         for ext, path in clips.items():
             pixel_values = video_processor(path, return_tensors="pt")["pixel_values"]
             expected[ext] = {"pixel_values": pixel_values, "probs": model(pixel_values).logits.softmax(-1)[0]}
+    with (
+        torch.no_grad()
+    ):  # the feature pipeline's embedding: the encoder's pooled feature over the same views
+        encoder = hf_vssl.MLFOModel.from_pretrained(checkpoint)
+        expected["embedding"] = encoder(expected["mp4"]["pixel_values"]).pooler_output[0]
     torch.save(expected, tmp_path / "expected.pt")
     frames = list(read_video(clips["mp4"], NUM_FRAMES)[0])
     expected_images = image_processor(frames, return_tensors="pt")["pixel_values"]
@@ -485,6 +524,10 @@ def test_remote_code_pipeline_without_hf_vssl(checkpoint, clips, tmp_path, no_hf
             assert sorted(p["label"] for p in predictions) == labels, predictions
             top = max(p["score"] for p in predictions)
             assert abs(top - expected[ext]["probs"].max().item()) < 1e-5, (top, expected[ext]["probs"])
+        # the task is unknown to this process: config.json's custom_pipelines declares it, pipelines.py runs it
+        extractor = pipeline("video-feature-extraction", model=checkpoint, trust_remote_code=True)
+        assert type(extractor).__module__.startswith("transformers_modules."), type(extractor).__module__
+        torch.testing.assert_close(extractor(videos["mp4"], return_tensors=True), expected["embedding"])
         print("remote code OK")
         """,
         env={"HF_MODULES_CACHE": str(tmp_path / "modules")},

@@ -404,40 +404,6 @@ def test_pretrain_pushes_a_loadable_repo_with_measured_results(
     )
 
 
-def test_finetune_ends_in_a_classifier_the_pipeline_loads(tmp_path, tiny_data):
-    import hf_vssl
-
-    encoder_dir = tmp_path / "encoder"
-    hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
-    out = tmp_path / "finetuned"
-    result = run_ok(
-        [
-            sys.executable, str(REPO / "training" / "finetune.py"), "--model_name_or_path", str(encoder_dir),
-            "--train_dir", str(tiny_data["train"]), "--validation_dir", str(tiny_data["validation"]),
-            "--output_dir", str(out), "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
-            "--num_test_clips", "2", "--test_crops", "three", "--dataloader_num_workers", "1",
-        ]
-    )  # fmt: skip
-    assert "Fine-tuned top-1 accuracy" in result.stdout
-    (record,) = EvalResults.load(out / "results.json")
-    assert (record.protocol, record.metric, record.split) == ("finetune", "top1", "validation")
-    assert record.measured_with == "2 clips x three crops" and 0 <= record.value <= 1
-    assert (
-        f"Fine-tuned top-1 accuracy on {tiny_data['validation']}: {100 * record.value:.1f}%" in result.stdout
-    )
-    card = ModelCard.load(out / "final" / "README.md")
-    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [
-        ("Fine-tuning top-1 accuracy", round(100 * record.value, 1))
-    ]
-    from transformers import pipeline
-
-    classifier = pipeline("video-classification", model=str(out / "final"))
-    video = sorted(tiny_data["validation"].rglob("*.mp4"))[0]
-    predictions = classifier(str(video), top_k=4)
-    assert {p["label"] for p in predictions} == {"down", "left", "right", "up"}
-    assert abs(sum(p["score"] for p in predictions) - 1) < 1e-4
-
-
 def test_the_results_evaluate_writes_render_into_a_card_with_the_numbers_computed(tmp_path, tiny_data):
     import torch
 

@@ -15,7 +15,7 @@ from torch import nn
 from .metrics import UNLABELLED
 
 # batch keys that identify the video an item belongs to, in order of preference
-VIDEO_ID_KEYS = ("video_index", "video_id", "key")
+VIDEO_ID_KEYS = ("video_index", "video_id", "key", "keys")
 LABEL_KEYS = ("label", "labels")
 
 
@@ -180,7 +180,7 @@ def extract_features(
         batches: iterable of mappings (e.g. a ``DataLoader``) with
             - ``"pixel_values"``: ``[B, N_clips, T, C, H, W]`` or ``[B, T, C, H, W]``;
             - ``"label"`` (or ``"labels"``): ``[B]`` class ids, optional (missing or ``-1`` = unlabelled);
-            - ``"video_index"``, ``"video_id"`` or ``"key"`` (first found): the video each item belongs to,
+            - ``"video_index"``, ``"video_id"``, ``"key"`` or ``"keys"`` (first found): the video each item belongs to,
               optional; items sharing an id are averaged together, across batches. Without one, every item is
               its own video.
         device: where to run the model; defaults to ``accelerator.device`` or the model's parameters' device.

@@ -7,7 +7,8 @@ Features are the encoder's pooled stage-4 output, averaged over ``num_clips`` un
 spatial crops) of each video: the views of the checkpoint's saved video processor (the one its pipelines use),
 or the default processor for its clip size; ``--num_clips`` / ``--spatial_crops`` override them.
 ``--compare_random_init`` also evaluates the same architecture at random initialisation, the baseline any
-pretraining has to beat.
+pretraining has to beat. With ``accelerate launch`` every process encodes its share of the videos; the results
+are those of one process.
 
 ``--output_json`` receives the checkpoint's results (`hf_vssl.evaluation.results.EvalResults`), which
 ``python -m hf_vssl.hub card DIR --results FILE`` puts on its model card; the random-initialisation baseline goes
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import AutoConfig, AutoModel
 
 from hf_vssl.cli import command_line
@@ -112,7 +114,9 @@ def load_evaluation_processor(
 
 def evaluate(args: EvaluateArguments) -> dict[str, EvalResults]:
     """The results of the checkpoint ("pretrained") and, if asked, of its random initialisation ("random init")."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # Under `accelerate launch` this joins the processes: each encodes its share of the videos (evaluate_encoder).
+    state = PartialState()
+    device = torch.device(args.device) if args.device else state.device
     variants = {"pretrained": False, **({"random init": True} if args.compare_random_init else {})}
     results = {}
     processor = None
@@ -141,6 +145,8 @@ def evaluate(args: EvaluateArguments) -> dict[str, EvalResults]:
             split="validation",
             measured_with=describe_views(processor.num_clips, processor.spatial_crops),
         )
+    if not state.is_main_process:
+        return results
     print(format_results_table({name: r.metrics() for name, r in results.items()}))
     if args.output_json:
         output = Path(args.output_json)

@@ -100,6 +100,43 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+# Checkpoints of a training loop (this one and fine-tuning's): accelerate `save_state` folders under
+# `output_dir/checkpoints`, holding the loop's `LoopState` registered with `accelerator.register_for_checkpointing`.
+def checkpoint_project(output_dir: Path, total_limit: int | None) -> ProjectConfiguration:
+    """Accelerate's project settings for numbered checkpoints in ``output_dir/checkpoints`` and logs in
+    ``output_dir/logs``, keeping the newest ``total_limit``."""
+    return ProjectConfiguration(
+        project_dir=str(output_dir),
+        logging_dir=str(output_dir / "logs"),
+        automatic_checkpoint_naming=True,
+        total_limit=total_limit,
+    )
+
+
+def resume_from_checkpoint(accelerator: Accelerator, state: LoopState, output_dir: Path, which: str) -> Path:
+    """Load a checkpoint (``"latest"`` or a folder) into the prepared objects and `state`; returns it."""
+    checkpoint = latest_checkpoint(output_dir) if which == "latest" else Path(which)
+    if checkpoint is None or not checkpoint.is_dir():
+        raise MissingPathError(f"No checkpoint to resume from at {which} ({output_dir}/checkpoints).")
+    accelerator.load_state(str(checkpoint))  # every process loads the main process's counters
+    # The next save goes after every checkpoint there is (resuming from an older one must not overwrite).
+    numbers = [int(p.name.split("_")[-1]) for p in (output_dir / "checkpoints").glob("checkpoint_*")]
+    accelerator.project_configuration.iteration = max([*numbers, int(checkpoint.name.split("_")[-1])]) + 1
+    logger.info(
+        f"Resumed from {checkpoint} at epoch {state.epoch}, step {state.global_step}.", main_process_only=True
+    )
+    return checkpoint
+
+
+def save_loop_checkpoint(accelerator: Accelerator, state: LoopState) -> None:
+    """Save a checkpoint at ``state.global_step`` (once per step)."""
+    if state.checkpoint_step == state.global_step:
+        return
+    state.checkpoint_step = state.global_step
+    accelerator.save_state()
+    accelerator.wait_for_everyone()
+
+
 def learning_rate_at(args: PretrainArguments, epoch: int) -> float:
     """Step schedule: the base rate times `lr_decay_factor` for every decay epoch already reached."""
     return args.learning_rate * args.lr_decay_factor ** sum(epoch >= e for e in args.lr_decay_epochs)
@@ -141,12 +178,7 @@ def count_bad_videos(accelerator, met_in_epoch: set[str], known: set[str]) -> tu
 
 def train(args: PretrainArguments) -> Path:
     output_dir = Path(args.output_dir)
-    project = ProjectConfiguration(
-        project_dir=str(output_dir),
-        logging_dir=str(output_dir / "logs"),
-        automatic_checkpoint_naming=True,
-        total_limit=args.checkpoints_total_limit,
-    )
+    project = checkpoint_project(output_dir, args.checkpoints_total_limit)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -196,23 +228,7 @@ def train(args: PretrainArguments) -> Path:
     state = LoopState()
     accelerator.register_for_checkpointing(state)
     if args.resume_from_checkpoint:
-        checkpoint = (
-            latest_checkpoint(output_dir)
-            if args.resume_from_checkpoint == "latest"
-            else Path(args.resume_from_checkpoint)
-        )
-        if checkpoint is None or not checkpoint.is_dir():
-            raise MissingPathError(
-                f"No checkpoint to resume from at {args.resume_from_checkpoint} ({output_dir}/checkpoints)."
-            )
-        accelerator.load_state(str(checkpoint))  # every process loads the main process's counters
-        # The next save goes after every checkpoint there is (resuming from an older one must not overwrite).
-        numbers = [int(p.name.split("_")[-1]) for p in (output_dir / "checkpoints").glob("checkpoint_*")]
-        accelerator.project_configuration.iteration = max([*numbers, int(checkpoint.name.split("_")[-1])]) + 1
-        logger.info(
-            f"Resumed from {checkpoint} at epoch {state.epoch}, step {state.global_step}.",
-            main_process_only=True,
-        )
+        resume_from_checkpoint(accelerator, state, output_dir, args.resume_from_checkpoint)
 
     output_dir.mkdir(parents=True, exist_ok=True)  # every process writes into it (sample keys)
     if accelerator.is_main_process:
@@ -244,11 +260,9 @@ def train(args: PretrainArguments) -> Path:
     def save_checkpoint():
         if state.checkpoint_step == state.global_step:
             return
-        state.checkpoint_step = state.global_step
         bad_video_counts()  # only the main process's counters are saved: give it every process's bad videos
         state.bad_videos = sorted(known_bad)
-        accelerator.save_state()
-        accelerator.wait_for_everyone()
+        save_loop_checkpoint(accelerator, state)
 
     # clips/s over each logging window (it spans epoch boundaries)
     window_start, window_clips = time.perf_counter(), 0
@@ -370,7 +384,7 @@ def train(args: PretrainArguments) -> Path:
             and not (finished or last_epoch)
             and state.epoch % args.knn_monitor_epochs == 0
         ):
-            results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn",))
+            results = evaluate_on_validation(args, unwrapped, protocols=("knn",))
             accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
         if total_steps is None and state.epoch >= args.num_train_epochs:
             finished = True
@@ -383,7 +397,7 @@ def train(args: PretrainArguments) -> Path:
         sample_keys.close()
     results = None
     if args.validation_dir:
-        results = evaluate_on_validation(args, accelerator, unwrapped, protocols=("knn", "retrieval"))
+        results = evaluate_on_validation(args, unwrapped, protocols=("knn", "retrieval"))
         accelerator.log({f"val/{k}": v for k, v in results.metrics().items()}, step=state.global_step)
     if accelerator.is_main_process:
         save_release(
@@ -399,11 +413,9 @@ def train(args: PretrainArguments) -> Path:
     return output_dir / "final"
 
 
-def evaluate_on_validation(
-    args, accelerator, model, protocols, num_clips: int = VALIDATION_CLIPS
-) -> EvalResults:
+def evaluate_on_validation(args, model, protocols, num_clips: int = VALIDATION_CLIPS) -> EvalResults:
     """The encoder's kNN / retrieval results on the labelled validation source, the training source as memory
-    (on the main process; the others get no records)."""
+    (every process encodes its share of the videos; every process gets the records)."""
     metrics = evaluate_encoder(
         model.base_model,
         args.train_dir or args.dataset_name,
@@ -415,7 +427,6 @@ def evaluate_on_validation(
         batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         train_split=args.dataset_split,
-        accelerator=accelerator,
     )
     model.train()
     return EvalResults.from_metrics(

@@ -34,6 +34,7 @@ def save_release(
     dataset_name: str | None = None,
     base_model: str | None = None,
     evaluation_views: dict | None = None,
+    model_id: str | None = None,
 ) -> Path:
     """Write ``output_dir/final`` and, with ``args.push_to_hub``, push it to ``args.hub_model_id``.
 
@@ -49,6 +50,8 @@ def save_release(
         base_model: Hub id of the checkpoint this one was trained from.
         evaluation_views: the views `results` were measured with (``num_clips``, ``spatial_crops``): the saved
             video processor makes them, so that the pipelines see what measured the card.
+        model_id: the name the card gives the model when `args.hub_model_id` is not set (default: the output
+            folder's name).
 
     Returns:
         the folder, ``output_dir/final``.
@@ -62,7 +65,7 @@ def save_release(
         results.save(output_dir / RESULTS_FILE)
     write_model_card(
         final_dir,
-        model_id=args.hub_model_id or output_dir.name,
+        model_id=args.hub_model_id or model_id or output_dir.name,
         train_config=args.to_dict(),
         eval_results=results,
         dataset_name=dataset_name,
