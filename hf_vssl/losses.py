@@ -217,9 +217,10 @@ def sinkhorn(
     is safe; in exact arithmetic it equals SwAV's `distributed_sinkhorn` on one process.
 
     Pass the scores of the whole global batch (and any score queue) at once: the marginals are over all rows.
+    Leading dimensions are independent problems solved together (`[..., N, K]`: one set of kernels for all).
 
     Args:
-        scores (`torch.Tensor` of shape `[N, K]`): prototype scores (e.g. cosine logits), any scale.
+        scores (`torch.Tensor` of shape `[N, K]` or `[..., N, K]`): prototype scores (e.g. cosine logits).
         epsilon (`float`, defaults to 0.05): entropic regularisation; smaller gives sharper codes.
         iterations (`int`, defaults to 3): number of (column, row) scaling rounds, at least 1.
         row_mask (`torch.BoolTensor` of shape `[N]`, *optional*): the rows that take part (at least one); the
@@ -228,13 +229,15 @@ def sinkhorn(
             that is still filling).
 
     Returns:
-        `torch.Tensor` of shape `[N, K]`: codes, rows summing to 1, no gradient; float32 (float64 for float64).
+        `torch.Tensor` of the shape of `scores`: codes, rows summing to 1, no gradient; float32 (float64 for
+        float64).
     """
-    _check_shape(scores, "scores", 2, "[N, K]")
+    if not isinstance(scores, torch.Tensor) or scores.ndim < 2:
+        _check_shape(scores, "scores", 2, "[N, K]")
     _check_temperature(epsilon, "epsilon")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be a positive integer, got {iterations!r}.")
-    num_samples, num_prototypes = scores.shape
+    num_samples, num_prototypes = scores.shape[-2:]
     if num_samples == 0 or num_prototypes == 0:
         raise ValueError(f"`scores` must be non-empty, got shape {tuple(scores.shape)}.")
     if row_mask is not None:
@@ -247,8 +250,8 @@ def sinkhorn(
             log_q = log_q.masked_fill(~row_mask[:, None], float("-inf"))
             log_n = row_mask.sum().to(torch.float64).log().to(log_q.dtype)
         for _ in range(iterations):
-            log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - log_k
-            row_lse = torch.logsumexp(log_q, dim=1, keepdim=True)
+            log_q = log_q - torch.logsumexp(log_q, dim=-2, keepdim=True) - log_k
+            row_lse = torch.logsumexp(log_q, dim=-1, keepdim=True)
             if row_mask is not None:  # -inf - (-inf) would be nan: left-out rows stay -inf
                 row_lse = row_lse.masked_fill(~row_mask[:, None], 0.0)
             log_q = log_q - row_lse - log_n

@@ -267,10 +267,10 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
                 torch.cat([logits_a, logits_b], dim=1), assume_equal_sizes=True
             )  # [N, 2K]
             pool, mask = self._sinkhorn_pool(scores)
-            codes = [
-                sinkhorn(part, config.sinkhorn_epsilon, config.sinkhorn_iterations, mask)[-scores.shape[0] :]
-                for part in pool.chunk(2, dim=1)
-            ]
+            # A's and B's problems side by side, [2, rows, K]: one Sinkhorn for both clips
+            pools = pool.unflatten(1, (2, -1)).transpose(0, 1)
+            codes = sinkhorn(pools, config.sinkhorn_epsilon, config.sinkhorn_iterations, mask)
+            codes = codes[:, -scores.shape[0] :].unbind(0)
             if self.training:
                 self.logit_queue.enqueue(scores)
             own = rank() * logits_a.shape[0] + torch.arange(logits_a.shape[0], device=scores.device)
