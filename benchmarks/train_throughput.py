@@ -7,7 +7,7 @@ bf16) with the speed settings of a run (channels-last on CUDA, ``--compile`` for
   autocast, hooks) on synthetic h264 videos; videos/s from its own log over the steps after the first (the
   first step's window holds worker start-up and, with ``--compile``, compilation);
 * **synthetic**: the same model and settings stepping on one real batch kept on the device (no data work):
-  what the device can do at that shape;
+  what the device can do at that shape (median of steps timed before and after the loop);
 * their ratio (how much the data starves the device), the step's FLOPs from ``torch.utils.flop_counter`` (forward
   + backward), the achieved TFLOP/s of both rates and their fraction of the device's peak (``--peak-tflops``;
   known bf16 dense peaks for common GPUs by default), and the peak memory (device memory on CUDA; the process's
@@ -146,9 +146,9 @@ def synthetic_step(run, device: torch.device, compile_backend: str | None):
     return step, views["pixel_values"].shape
 
 
-def timed(step, repeats: int, device: torch.device) -> float:
-    """Median seconds of one step over `repeats`, after two warm-up steps (compilation, allocator)."""
-    for _ in range(2):
+def timed(step, repeats: int, device: torch.device, warmup: int = 2) -> list[float]:
+    """Seconds of each of `repeats` steps, after `warmup` steps (compilation, allocator)."""
+    for _ in range(warmup):
         step()
     times = []
     for _ in range(repeats):
@@ -159,7 +159,7 @@ def timed(step, repeats: int, device: torch.device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def main() -> None:
@@ -224,14 +224,18 @@ def main() -> None:
                 if len(shape) == 6
                 else f"{shape[1]}x{shape[-1]}²"
             )
-            synthetic = videos / timed(step, args.repeats, device)
+            times = timed(step, args.repeats, device)
             memory = (
                 torch.cuda.max_memory_allocated(device) / 2**30
                 if device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             )
-            del step
             loop = loop_rate(run, device.type)
+            # Half the synthetic steps before the loop and half after, so that a machine whose load drifts (a
+            # shared CPU) weighs on both figures alike; the median of all.
+            times += timed(step, max(args.repeats // 2, 1), device, warmup=0)
+            synthetic = videos / statistics.median(times)
+            del step
             rows.append((method, clip, videos, loop, synthetic, flops, memory))
 
     model = "tiny widths" if args.tiny else "paper config"
