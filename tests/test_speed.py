@@ -297,3 +297,16 @@ def test_torch_compile_through_the_loop(tmp_path, tiny_data, fresh_accelerate_st
     ]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
     assert (final / "model.safetensors").is_file()
+
+
+def test_a_single_process_loop_reads_nothing_on_the_host_between_steps(fresh_accelerate_state):
+    """The per-step "does every process still have a batch" agreement costs one process no device read."""
+    from accelerate import Accelerator
+
+    from hf_vssl.train.collectives import all_processes_have_batch
+
+    accelerator = Accelerator(cpu=True)
+    with host_reads_forbidden():
+        assert all_processes_have_batch(accelerator, True) and not all_processes_have_batch(
+            accelerator, False
+        )
