@@ -310,3 +310,15 @@ def test_a_single_process_loop_reads_nothing_on_the_host_between_steps(fresh_acc
         assert all_processes_have_batch(accelerator, True) and not all_processes_have_batch(
             accelerator, False
         )
+
+
+def test_every_paper_config_trains_in_bf16():
+    """The papers' setups train in mixed precision; the paper configs (K400, UCF101) say so, the demos need not."""
+    import yaml
+
+    from hf_vssl.methods import CONFIG_DIR
+
+    papers = sorted([*CONFIG_DIR.glob("*_k400.yaml"), *CONFIG_DIR.glob("*_ucf101.yaml")])
+    assert len(papers) >= 6
+    for path in papers:
+        assert yaml.safe_load(path.read_text()).get("mixed_precision") == "bf16", path.name
