@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/batch_transfer.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -340,6 +340,19 @@ class FeatureQueue(nn.Module):
         slots = (self.ptr - count + torch.arange(count, device=self.queue.device)) % self.size
         return self.queue[slots]
 
+    def newest_window(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slots of the `count` keys pushed last, oldest first, without reading `filled` on the host.
+
+        Returns `keys` `[c, dim]` and `valid` `[c]` bool with `c = min(max(count, 0), size)`: always `c` rows, so
+        shapes do not depend on how full the queue is (no synchronisation, no recompilation under
+        `torch.compile`); while the queue fills, the first `c - filled` rows are not keys and `valid` is `False`
+        there. `keys[valid]` equals `newest(count)`.
+        """
+        count = max(min(int(count), self.size), 0)
+        ages = torch.arange(count, device=self.queue.device)
+        slots = (self.ptr - count + ages) % self.size
+        return self.queue[slots], ages >= count - self.filled
+
     def __len__(self) -> int:
         return int(self.filled)
 

@@ -203,7 +203,12 @@ def soft_target_cross_entropy(
 
 
 @torch.no_grad()
-def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def sinkhorn(
+    scores: torch.Tensor,
+    epsilon: float = 0.05,
+    iterations: int = 3,
+    row_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""Sinkhorn-Knopp equipartition of N samples over K prototypes (SwAV), with uniform marginals.
 
     Starting from `Q = exp(scores / epsilon)`, each iteration scales the columns so that every prototype holds
@@ -212,28 +217,44 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     is safe; in exact arithmetic it equals SwAV's `distributed_sinkhorn` on one process.
 
     Pass the scores of the whole global batch (and any score queue) at once: the marginals are over all rows.
+    Leading dimensions are independent problems solved together (`[..., N, K]`: one set of kernels for all).
 
     Args:
-        scores (`torch.Tensor` of shape `[N, K]`): prototype scores (e.g. cosine logits), any scale.
+        scores (`torch.Tensor` of shape `[N, K]` or `[..., N, K]`): prototype scores (e.g. cosine logits).
         epsilon (`float`, defaults to 0.05): entropic regularisation; smaller gives sharper codes.
         iterations (`int`, defaults to 3): number of (column, row) scaling rounds, at least 1.
+        row_mask (`torch.BoolTensor` of shape `[N]`, *optional*): the rows that take part (at least one); the
+            others are left out of both marginals and get all-zero codes. The codes of the kept rows equal those of
+            `sinkhorn(scores[row_mask])`, without the host read that selecting the rows would need (e.g. a queue
+            that is still filling).
 
     Returns:
-        `torch.Tensor` of shape `[N, K]`: codes, rows summing to 1, no gradient; float32 (float64 for float64).
+        `torch.Tensor` of the shape of `scores`: codes, rows summing to 1, no gradient; float32 (float64 for
+        float64).
     """
-    _check_shape(scores, "scores", 2, "[N, K]")
+    if not isinstance(scores, torch.Tensor) or scores.ndim < 2:
+        _check_shape(scores, "scores", 2, "[N, K]")
     _check_temperature(epsilon, "epsilon")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"`iterations` must be a positive integer, got {iterations!r}.")
-    num_samples, num_prototypes = scores.shape
+    num_samples, num_prototypes = scores.shape[-2:]
     if num_samples == 0 or num_prototypes == 0:
         raise ValueError(f"`scores` must be non-empty, got shape {tuple(scores.shape)}.")
+    if row_mask is not None:
+        _check_mask(row_mask, "row_mask", (num_samples,))
     with _no_autocast(scores):
         log_q = _full_precision(scores.detach()) / epsilon
         log_k, log_n = math.log(num_prototypes), math.log(num_samples)
+        if row_mask is not None:
+            # Left-out rows are -inf (no mass in the column sums); N counts the kept rows, in float64 like math.log.
+            log_q = log_q.masked_fill(~row_mask[:, None], float("-inf"))
+            log_n = row_mask.sum().to(torch.float64).log().to(log_q.dtype)
         for _ in range(iterations):
-            log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - log_k
-            log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - log_n
+            log_q = log_q - torch.logsumexp(log_q, dim=-2, keepdim=True) - log_k
+            row_lse = torch.logsumexp(log_q, dim=-1, keepdim=True)
+            if row_mask is not None:  # -inf - (-inf) would be nan: left-out rows stay -inf
+                row_lse = row_lse.masked_fill(~row_mask[:, None], 0.0)
+            log_q = log_q - row_lse - log_n
         return torch.exp(log_q + log_n)
 
 

@@ -234,17 +234,20 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
             local.transpose(1, 2), head(clip_g).transpose(1, 2), self.config.temperature
         )
 
-    def _sinkhorn_pool(self, scores: torch.Tensor) -> torch.Tensor:
-        """The rows Sinkhorn runs over, the current ones `scores` `[N, 2K]` last.
+    def _sinkhorn_pool(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rows Sinkhorn runs over, the current ones `scores` `[N, 2K]` last, and which of them take part.
 
         From `logit_queue_start_epoch` on, the authors' code pushes the batch into its FIFO of `logit_queue_size`
         rows before reading it: the batch and the `logit_queue_size - N` newest past rows, oldest first (fewer
-        while the queue fills; the batch alone if it is larger than the queue). Before, the batch alone.
+        while the queue fills; the batch alone if it is larger than the queue). Before, the batch alone. The
+        pool always has the rows of a full window and a mask of those that hold scores, so that nothing reads
+        the queue's fill level on the host.
         """
         if self.epoch < self.config.logit_queue_start_epoch:
-            return scores
-        past = self.logit_queue.newest(self.config.logit_queue_size - scores.shape[0])
-        return torch.cat([past.to(scores.dtype), scores])
+            return scores, None
+        past, valid = self.logit_queue.newest_window(self.config.logit_queue_size - scores.shape[0])
+        mask = torch.cat([valid, valid.new_ones(scores.shape[0])])
+        return torch.cat([past.to(scores.dtype), scores]), mask
 
     def _prototype_loss(self, high: torch.Tensor):
         """Term 4: swapped prediction of Sinkhorn codes; returns the loss and all videos' cluster labels `[N]`.
@@ -263,11 +266,11 @@ class MLFOForPreTraining(MLFOPreTrainedModel):
             scores = gather_no_grad(
                 torch.cat([logits_a, logits_b], dim=1), assume_equal_sizes=True
             )  # [N, 2K]
-            pool = self._sinkhorn_pool(scores)
-            codes = [
-                sinkhorn(part, config.sinkhorn_epsilon, config.sinkhorn_iterations)[-scores.shape[0] :]
-                for part in pool.chunk(2, dim=1)
-            ]
+            pool, mask = self._sinkhorn_pool(scores)
+            # A's and B's problems side by side, [2, rows, K]: one Sinkhorn for both clips
+            pools = pool.unflatten(1, (2, -1)).transpose(0, 1)
+            codes = sinkhorn(pools, config.sinkhorn_epsilon, config.sinkhorn_iterations, mask)
+            codes = codes[:, -scores.shape[0] :].unbind(0)
             if self.training:
                 self.logit_queue.enqueue(scores)
             own = rank() * logits_a.shape[0] + torch.arange(logits_a.shape[0], device=scores.device)

@@ -43,3 +43,17 @@ def test_batch_transfer_benchmark_prints_its_table():
     )
     rows = [line for line in out.splitlines() if line.startswith("| one ")]
     assert len(rows) == 3 and rows[0].endswith("| 1.00 |"), out
+
+
+def test_train_throughput_benchmark_prints_its_table(tmp_path):
+    out = run_benchmark(
+        "train_throughput.py",
+        "--device cpu --methods mlfo --num-videos 2 --batch-size 2 --steps 2 --repeats 1 --num-workers 0 "
+        f"--video-size 48x64 --video-dir {tmp_path}",
+    )
+    rows = [line for line in out.splitlines() if line.startswith("| mlfo |")]
+    assert len(rows) == 1, out
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert len(cells) == 11 and cells[9] == "-", rows  # no peak known for a CPU
+    # videos/s of loop and synthetic step, their ratio, GFLOP per video, TFLOP/s, memory: measured, all positive
+    assert all(float(cells[i]) > 0 for i in (3, 4, 5, 6, 10)), rows

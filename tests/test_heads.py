@@ -245,6 +245,11 @@ def test_feature_queue_newest_reads_the_last_pushed_keys_oldest_first():
         for count in (-1, 0, 1, 3, size, size + 2):
             kept = max(min(count, len(pushed), size), 0)
             assert queue.newest(count)[:, 0].tolist() == pushed[len(pushed) - kept :]
+            # the same keys from a window of fixed size and its mask (no host read of `filled`)
+            window, valid = queue.newest_window(count)
+            assert window.shape[0] == valid.shape[0] == max(min(count, size), 0)
+            assert window[valid][:, 0].tolist() == pushed[len(pushed) - kept :]
+            assert valid.tolist() == sorted(valid.tolist())  # the missing rows are the oldest
 
 
 def test_feature_queue_buffers_detach_cast_and_clear():

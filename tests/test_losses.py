@@ -461,3 +461,18 @@ def test_soft_target_contrast_is_the_cross_entropy_of_cosine_logits():
     _assert_value_and_grad(
         lambda a, c: soft_target_contrast(a, c, targets, 0.2), reference, [anchors, candidates]
     )
+
+
+def test_sinkhorn_row_mask_and_stacked_problems_equal_separate_calls_on_the_kept_rows():
+    scores = F.normalize(
+        torch.randn(2, 9, 5, generator=torch.Generator().manual_seed(33), dtype=torch.float64), dim=-1
+    )
+    mask = torch.tensor([False, False, False, True, True, True, True, True, True])
+    codes = sinkhorn(scores, 0.05, 3, mask)
+    assert codes.shape == scores.shape
+    for problem in range(2):
+        expected = _sinkhorn_reference(scores[problem][mask], 0.05, 3)
+        torch.testing.assert_close(codes[problem][mask], expected, atol=1e-10, rtol=1e-9)
+        assert torch.equal(codes[problem][~mask], torch.zeros(3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="row_mask"):
+        sinkhorn(scores, row_mask=mask[:-1])

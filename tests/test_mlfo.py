@@ -336,9 +336,11 @@ def test_sinkhorn_runs_over_the_fifo_window_of_queue_size_rows(monkeypatch, num_
 
     pools = []
 
-    def recording_sinkhorn(scores, *args):
-        pools.append(scores.clone())
-        return modeling_sinkhorn(scores, *args)
+    def recording_sinkhorn(scores, epsilon, iterations, row_mask=None):
+        # the rows that take part (the pool has a full window's rows while the queue fills), A's and B's
+        kept = scores[..., row_mask, :] if row_mask is not None else scores
+        pools.extend(kept.unbind(0) if kept.ndim == 3 else [kept])
+        return modeling_sinkhorn(scores, epsilon, iterations, row_mask)
 
     modeling_sinkhorn = modeling_mlfo.sinkhorn
     monkeypatch.setattr(modeling_mlfo, "sinkhorn", recording_sinkhorn)

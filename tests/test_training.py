@@ -166,22 +166,6 @@ def test_resuming_a_finished_run_or_an_older_checkpoint(tmp_path, tiny_data):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_1", "checkpoint_2"]
 
 
-def test_gradient_accumulation_and_bf16_autocast_run(tmp_path, tiny_data):
-    out = tmp_path / "run"
-    run_ok(
-        [
-            sys.executable, str(PRETRAIN),
-            *run_args(run_config(tmp_path), tiny_data["train"], out, "--max_steps", "2"),
-            "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16",
-        ]
-    )  # fmt: skip
-    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["train/loss"] for r in records if "train/loss" in r]
-    assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
-    assert all(0 < loss < 100 for loss in losses)
-    assert all(r["data/skipped_videos_total"] == 0 for r in records if "train/loss" in r)
-
-
 def _good_and_bad_shards(folder: Path, good_shards: Path, bad: dict) -> Path:
     """Two WebDataset shards: every video of ``good_shards`` in the first, only bad files in the second (with the
     same members, so that both shards have one schema)."""

@@ -87,7 +87,6 @@ def evaluation_batches(
 
     def batches():
         for batch in loader:
-            batch.pop("num_skipped", None)
             yield placement.finish(batch, recipe)
 
     return batches()

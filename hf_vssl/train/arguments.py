@@ -102,6 +102,9 @@ class PretrainArguments:
     max_grad_norm: float | None = None
     mixed_precision: str = "no"
     torch_compile: bool = False
+    torch_compile_backend: str = "inductor"  # "aot_eager": graph capture without code generation (CPU tests)
+    # channels_last_3d model and clips (same values, faster convolutions); default (null): on CUDA only
+    channels_last: bool | None = None
     seed: int = 0
     # checkpoints, logs, outputs
     checkpointing_steps: int = 500

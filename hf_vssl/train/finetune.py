@@ -43,6 +43,7 @@ from .pretrain import (
     save_loop_checkpoint,
 )
 from .release import save_release
+from .speed import channels_last_clips, compile_model, to_channels_last
 from .tracking import build_trackers
 
 logger = get_logger(__name__)
@@ -99,6 +100,9 @@ class FinetuneArguments:
     num_test_clips: int = 10
     test_crops: str = "three"
     mixed_precision: str = "no"
+    torch_compile: bool = False
+    torch_compile_backend: str = "inductor"
+    channels_last: bool | None = None  # channels_last_3d model and clips; default (null): on CUDA only
     dataloader_num_workers: int = 2
     seed: int = 0
     trust_remote_code: bool = False
@@ -195,6 +199,13 @@ def finetune(args: FinetuneArguments) -> Path:
         ],
         weight_decay=args.weight_decay,
     )
+    channels_last = accelerator.device.type == "cuda" if args.channels_last is None else args.channels_last
+    if channels_last:
+        to_channels_last(model)
+    if args.torch_compile:
+        # The loss sets the problem type at its first call; set it now, not in a recompilation at step 2.
+        config.problem_type = config.problem_type or "single_label_classification"
+        model = compile_model(model, args.torch_compile_backend)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     placement = stage2_placement(accelerator.device)
@@ -250,8 +261,8 @@ def finetune(args: FinetuneArguments) -> Path:
         batches = epoch_batches(train_loader, state.step_in_epoch)
         # Every process steps while all have a batch: DDP would hang on a process that ran out first.
         while all_processes_have_batch(accelerator, (batch := next(batches, None)) is not None):
-            batch.pop("num_skipped", None)
             batch = placement.finish(batch, train_recipe)
+            batch = channels_last_clips(batch) if channels_last else batch
             output = model(pixel_values=batch["pixel_values"][:, 0], labels=batch["labels"])
             accelerator.backward(output.loss)
             optimizer.step()

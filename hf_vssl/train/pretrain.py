@@ -36,6 +36,7 @@ from hf_vssl.methods import get_method
 from .arguments import RUN_CONFIG, PretrainArguments, parse_arguments, save_arguments
 from .collectives import all_processes_have_batch
 from .release import save_release
+from .speed import channels_last_clips, compile_model, to_channels_last
 from .tracking import build_trackers
 
 logger = get_logger(__name__)
@@ -195,9 +196,13 @@ def train(args: PretrainArguments) -> Path:
     recipe = build_method_recipe(args, model.config)
     if accelerator.device.type == "cuda" and accelerator.num_processes > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # Fast by default on CUDA: channels-last model and clips (same values), optionally compiled.
+    channels_last = accelerator.device.type == "cuda" if args.channels_last is None else args.channels_last
+    if channels_last:
+        to_channels_last(model)
     optimizer = build_optimizer(args, model)
     if args.torch_compile:
-        model = torch.compile(model)
+        model = compile_model(model, args.torch_compile_backend)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
@@ -293,6 +298,7 @@ def train(args: PretrainArguments) -> Path:
             if sample_keys is not None and keys is not None:
                 sample_keys.write("".join(f"{epoch}\t{key}\n" for key in keys))
             views = placement.finish(batch, recipe)
+            views = channels_last_clips(views) if channels_last else views
             with accelerator.accumulate(model):
                 output = model(**views)
                 accelerator.backward(output.loss)
