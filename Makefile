@@ -20,8 +20,12 @@ $(TF_TESTS)/.stamp: $(STAMP)
 	$(PY) tests/fetch_transformers_tests.py $(TF_TESTS)
 	touch $@
 
+# One pytest worker per core (pytest-xdist), each test file on one worker so that its module fixtures are built once;
+# one thread per worker, since the workers already fill the cores.
+PYTEST_WORKERS ?= auto
+
 test: $(STAMP) $(TF_TESTS)/.stamp
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	$(PY) -m hf_vssl.demo

@@ -47,6 +47,7 @@ class PretrainArguments:
         dataset_split: the split of `train_dir` / `dataset_name` to train on.
         validation_dir: labelled videos for the kNN monitor during training and the final evaluation.
         dataloader_num_workers: DataLoader worker processes that decode videos, per process.
+        dataloader_persistent_workers: keep the workers across epochs (no restart stall at an epoch boundary).
         shuffle_buffer_size: videos in the streaming shuffle buffer (0: no shuffling).
         output_dir: folder for checkpoints, logs, the resolved run config and the released model (`final/`).
         overwrite_output_dir: replace the run already in `output_dir` (only the files a run writes).
@@ -63,6 +64,9 @@ class PretrainArguments:
         max_grad_norm: clip the gradient norm to this (none: no clipping).
         mixed_precision: no, fp16 or bf16.
         torch_compile: compile the model with torch.compile.
+        torch_compile_backend: torch.compile's backend (inductor; aot_eager or eager capture graphs without code
+            generation).
+        channels_last: store the model and clips channels-last (channels_last_3d); default: on CUDA only.
         seed: seed of the weights, the sample order and the augmentations.
         checkpointing_steps: save a resumable checkpoint every this many optimizer steps.
         checkpoints_total_limit: keep this many newest checkpoints (none: keep all).
@@ -84,7 +88,7 @@ class PretrainArguments:
     dataset_split: str = "train"
     validation_dir: str | None = None
     dataloader_num_workers: int = 2
-    dataloader_persistent_workers: bool = True  # workers live across epochs: no restart stall per epoch
+    dataloader_persistent_workers: bool = True
     shuffle_buffer_size: int = 256
     # schedule and optimisation
     output_dir: str | None = None
@@ -102,8 +106,7 @@ class PretrainArguments:
     max_grad_norm: float | None = None
     mixed_precision: str = "no"
     torch_compile: bool = False
-    torch_compile_backend: str = "inductor"  # "aot_eager": graph capture without code generation (CPU tests)
-    # channels_last_3d model and clips (same values, faster convolutions); default (null): on CUDA only
+    torch_compile_backend: str = "inductor"
     channels_last: bool | None = None
     seed: int = 0
     # checkpoints, logs, outputs

@@ -68,6 +68,10 @@ class FinetuneArguments:
         num_test_clips: uniformly spaced clips per test video whose softmax outputs are averaged.
         test_crops: spatial crops per test clip: center, three or ten.
         mixed_precision: no, fp16 or bf16.
+        torch_compile: compile the model with torch.compile.
+        torch_compile_backend: torch.compile's backend (inductor; aot_eager or eager capture graphs without code
+            generation).
+        channels_last: store the model and clips channels-last (channels_last_3d); default: on CUDA only.
         dataloader_num_workers: DataLoader worker processes that decode videos, per process.
         seed: seed of the head, the sample order and the augmentations.
         trust_remote_code: load a checkpoint's own code (needed for a Hub checkpoint when hf_vssl does not
@@ -102,7 +106,7 @@ class FinetuneArguments:
     mixed_precision: str = "no"
     torch_compile: bool = False
     torch_compile_backend: str = "inductor"
-    channels_last: bool | None = None  # channels_last_3d model and clips; default (null): on CUDA only
+    channels_last: bool | None = None
     dataloader_num_workers: int = 2
     seed: int = 0
     trust_remote_code: bool = False
