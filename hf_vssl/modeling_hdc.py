@@ -115,14 +115,14 @@ class HDCForPreTraining(HDCPreTrainedModel):
 
     Batch norm (MoCo's shuffling BN; the grouping is [ours]): both encoders run in the model's mode, so in training
     their batch norms use batch statistics. Unshuffled, a query and its positive key would be normalised over the
-    same videos, a signature of the batch that the contrast can match instead of the content (MoCo v1, §3.3). With
-    `shuffle_batch_norm` the positives of the global batch are permuted across videos (one permutation, drawn on
-    the first process) before the key encoder and the keys are put back in order after; with `batch_norm_splits`
-    = g every process normalises its anchors in g consecutive groups and its shuffled positives in g groups, so
-    one process with g splits computes what g processes compute (SplitBatchNorm).
-    The permutation comes from torch's global generator (as in MoCo), which a mid-epoch resume does not bring back
-    to the same point (the data loader draws from it when it restarts): with shuffling in effect (several splits
-    or processes) a resumed run is statistically, not bitwise, the uninterrupted one.
+    same videos, a signature of the batch that the contrast can match instead of the content (MoCo v1, §3.3). In
+    training, with `shuffle_batch_norm` the positives of the global batch are permuted across videos (one
+    permutation, drawn on the first process) before the key encoder and the keys are put back in order after; with
+    `batch_norm_splits` = g every process normalises its anchors in g consecutive groups and its shuffled positives
+    in g groups, so one process with g splits computes what g processes compute (SplitBatchNorm). The permutation
+    comes from torch's global generator (as in MoCo), which a mid-epoch resume does not bring back to the same
+    point (the data loader draws from it when it restarts): with shuffling in effect (several splits or processes)
+    a resumed run is statistically, not bitwise, the uninterrupted one.
 
     Hooks: the training loop calls `after_optimizer_step()` after every optimizer step, which moves the momentum
     copy towards the online weights (`m = config.momentum`).
@@ -205,7 +205,8 @@ class HDCForPreTraining(HDCPreTrainedModel):
         config = self.config
         positives = pixel_values[:, [1 + SUBTASKS.index(subtask) for subtask in self.subtasks]]  # [n, S, ...]
         n, splits = positives.shape[0], config.batch_norm_splits
-        shuffle = config.shuffle_batch_norm and (splits > 1 or world_size() > 1)
+        # In eval mode batch norm uses running statistics: no shuffle (nor a draw from the generator) needed.
+        shuffle = self.training and config.shuffle_batch_norm and (splits > 1 or world_size() > 1)
         if shuffle:
             everyone = gather_no_grad(positives, assume_equal_sizes=True)  # [N, S, ...], N = n * processes
             drawn = torch.randperm(everyone.shape[0], device=positives.device)
@@ -277,7 +278,7 @@ class HDCForPreTraining(HDCPreTrainedModel):
             self.hdc(group, output_hidden_states=True, return_dict=True)
             for group in pixel_values[:, 0].chunk(splits)
         ]
-        online_stages = [torch.cat([g.hidden_states[index] for g in groups]) for index in range(4)]
+        online_stages = [torch.cat(stage) for stage in zip(*(g.hidden_states for g in groups))]
         with torch.no_grad():
             key_pooled = self._pooled_keys(pixel_values)
 
