@@ -38,6 +38,15 @@ class HDCConfig(VideoSSLConfig):
         invariance_floor (`float`, *optional*, defaults to 0.01):
             Lower bound of each level's measured invariance before the weights are normalised, so that a level
             whose positive pairs are not yet similar (cosine <= 0) keeps a small weight instead of a negative one.
+        shuffle_batch_norm (`bool`, *optional*, defaults to `True`):
+            MoCo's shuffling batch norm: the positives of the global batch are shuffled across videos (and
+            processes) before the key encoder and its keys unshuffled after, so that a query and its positive key
+            are normalised with the statistics of different sets of videos and the contrast cannot be solved
+            through batch statistics. With one process it needs `batch_norm_splits > 1` to change anything.
+        batch_norm_splits (`int`, *optional*, defaults to 1):
+            Every process normalises its batch in this many equal groups of videos (the anchors in consecutive
+            groups, the positives after the shuffle): one process emulates `batch_norm_splits` processes (MoCo's
+            SplitBatchNorm). The per-process batch must be a multiple of it.
     """
 
     model_type = "hdc"
@@ -51,6 +60,8 @@ class HDCConfig(VideoSSLConfig):
     invariance_momentum: float | int = 0.99
     batch_negatives: bool = True
     invariance_floor: float | int = 0.01
+    shuffle_batch_norm: bool = True
+    batch_norm_splits: int = 1
 
     def __post_init__(self, **kwargs):
         self.tap_stages = list(self.tap_stages)
@@ -70,6 +81,7 @@ class HDCConfig(VideoSSLConfig):
             )
         check_positive("queue_size", self.queue_size)
         check_positive("invariance_floor", self.invariance_floor)
+        check_positive("batch_norm_splits", self.batch_norm_splits)
         if len(set(self.tap_stages)) != len(self.tap_stages):
             raise ValueError(f"`tap_stages` must not repeat a stage, got {self.tap_stages}.")
         for name in ("momentum", "spatial_weight", "invariance_momentum"):

@@ -15,7 +15,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_hdc import HDCConfig
-from .distributed import gather_no_grad, rank
+from .distributed import gather_no_grad, rank, world_size
 from .heads import FeatureQueue, MomentumCopy, ProjectionMLP
 from .losses import info_nce
 from .modeling_vssl import (
@@ -113,8 +113,16 @@ class HDCForPreTraining(HDCPreTrainedModel):
     everywhere without a broadcast. A queue of any size works with any global batch: the FIFO wraps around
     slot by slot, and a batch larger than the queue keeps its newest keys.
 
-    Batch norm in the key encoder [ours]: keys are normalised with the statistics of their own batch (the key
-    encoder runs in the model's mode); MoCo's shuffling BN across processes is not done.
+    Batch norm (MoCo's shuffling BN; the grouping is [ours]): both encoders run in the model's mode, so in training
+    their batch norms use batch statistics. Unshuffled, a query and its positive key would be normalised over the
+    same videos, a signature of the batch that the contrast can match instead of the content (MoCo v1, §3.3). In
+    training, with `shuffle_batch_norm` the positives of the global batch are permuted across videos (one
+    permutation, drawn on the first process) before the key encoder and the keys are put back in order after; with
+    `batch_norm_splits` = g every process normalises its anchors in g consecutive groups and its shuffled positives
+    in g groups, so one process with g splits computes what g processes compute (SplitBatchNorm). The permutation
+    comes from torch's global generator (as in MoCo), which a mid-epoch resume does not bring back to the same
+    point (the data loader draws from it when it restarts): with shuffling in effect (several splits or processes)
+    a resumed run is statistically, not bitwise, the uninterrupted one.
 
     Hooks: the training loop calls `after_optimizer_step()` after every optimizer step, which moves the momentum
     copy towards the online weights (`m = config.momentum`).
@@ -190,6 +198,35 @@ class HDCForPreTraining(HDCPreTrainedModel):
         measured = self.invariance.clamp_min(config.invariance_floor)
         return measured * (len(config.tap_stages) / measured.sum())
 
+    @torch.no_grad()
+    def _pooled_keys(self, pixel_values: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The key encoder's pooled features of this process's positives, `{stage: [n, subtasks, C_stage]}` in
+        the order of the videos, computed under shuffling BN and `batch_norm_splits` groups (class docstring)."""
+        config = self.config
+        positives = pixel_values[:, [1 + SUBTASKS.index(subtask) for subtask in self.subtasks]]  # [n, S, ...]
+        n, splits = positives.shape[0], config.batch_norm_splits
+        # In eval mode batch norm uses running statistics: no shuffle (nor a draw from the generator) needed.
+        shuffle = self.training and config.shuffle_batch_norm and (splits > 1 or world_size() > 1)
+        if shuffle:
+            everyone = gather_no_grad(positives, assume_equal_sizes=True)  # [N, S, ...], N = n * processes
+            drawn = torch.randperm(everyone.shape[0], device=positives.device)
+            order = gather_no_grad(drawn, assume_equal_sizes=True)[: everyone.shape[0]]  # the first process's
+            own = slice(rank() * n, (rank() + 1) * n)
+            positives = everyone[order[own]]
+        pooled = {stage: [] for stage in config.tap_stages}
+        for group in positives.chunk(splits):  # one batch-norm group per split, both subtasks together
+            stages = self.momentum_encoder.backbone(clip_to_channels_first(group.flatten(0, 1)))
+            for stage in config.tap_stages:
+                pooled[stage].append(stages[stage - 1].mean(dim=(2, 3, 4)).unflatten(0, group.shape[:2]))
+        pooled = {stage: torch.cat(parts) for stage, parts in pooled.items()}
+        if shuffle:
+            unshuffle = torch.argsort(order)
+            pooled = {
+                stage: gather_no_grad(keys, assume_equal_sizes=True)[unshuffle][own]
+                for stage, keys in pooled.items()
+            }
+        return pooled
+
     def _contrast(self, level: str, subtask: str, queries: torch.Tensor, keys: torch.Tensor):
         """InfoNCE of this process's queries `[n, D]` against [every process's keys; the queue]; returns the loss
         and every process's keys `[N, D]` (for the queue)."""
@@ -230,22 +267,27 @@ class HDCForPreTraining(HDCPreTrainedModel):
                 "HDCForPreTraining takes `pixel_values` [batch, 3 views (anchor, spatial positive, temporal "
                 f"positive), frames, channels, height, width], got {tuple(pixel_values.shape)}."
             )
-        encoded = self.hdc(pixel_values[:, 0], output_hidden_states=True, return_dict=True)
-
+        splits = config.batch_norm_splits
+        if pixel_values.shape[0] % splits:
+            raise ValueError(
+                f"`batch_norm_splits`={splits} needs a per-process batch that is a multiple of it, got "
+                f"{pixel_values.shape[0]} videos."
+            )
+        # One batch-norm group of consecutive anchors per split (one call per group).
+        groups = [
+            self.hdc(group, output_hidden_states=True, return_dict=True)
+            for group in pixel_values[:, 0].chunk(splits)
+        ]
+        online_stages = [torch.cat(stage) for stage in zip(*(g.hidden_states for g in groups))]
         with torch.no_grad():
-            # The positives the active subtasks need, subtask-major: rows [s * B, (s + 1) * B) are subtask s.
-            positive_views = [1 + SUBTASKS.index(subtask) for subtask in self.subtasks]
-            positives = pixel_values[:, positive_views].transpose(0, 1).flatten(0, 1)
-            key_stages = self.momentum_encoder.backbone(clip_to_channels_first(positives))
+            key_pooled = self._pooled_keys(pixel_values)
 
         terms, similarities, gathered = {}, [], {}
         for stage in config.tap_stages:
             level = _level_name(stage)
-            pooled = encoded.hidden_states[stage - 1].mean(dim=(2, 3, 4))
-            with torch.no_grad():
-                key_pooled = key_stages[stage - 1].mean(dim=(2, 3, 4)).chunk(len(self.subtasks))
+            pooled = online_stages[stage - 1].mean(dim=(2, 3, 4))
             level_similarity = []
-            for subtask, key_input in zip(self.subtasks, key_pooled):
+            for subtask, key_input in zip(self.subtasks, key_pooled[stage].unbind(1)):
                 queries = F.normalize(self.heads[level][subtask](pooled), dim=1)
                 with torch.no_grad():
                     keys = F.normalize(self.momentum_encoder.heads[level][subtask](key_input), dim=1)
@@ -279,7 +321,7 @@ class HDCForPreTraining(HDCPreTrainedModel):
             loss=total,
             level_weights=level_weights,
             positive_similarity=positive_similarity,
-            hidden_states=encoded.hidden_states if output_hidden_states else None,
+            hidden_states=tuple(online_stages) if output_hidden_states else None,
             **terms,
         )
         return output if return_dict else output.to_tuple()

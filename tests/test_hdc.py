@@ -65,10 +65,36 @@ def fill_queues(model, num_keys, seed=5):
 # --- the reference ------------------------------------------------------------------------------------------------
 
 
-def reference_terms(model, pixel_values):
+def grouped_stage_outputs(model, pixel_values, subtasks, order):
+    """Every video's four stage outputs from one backbone call per batch-norm group, by explicit loops: the anchors
+    in `batch_norm_splits` groups of consecutive videos (online encoder), the positives of both subtasks in as many
+    groups of the videos taken in `order` (momentum copy). Returns `online[stage][video]`, `keyed[s][stage][video]`.
+    """
+    n, splits = pixel_values.shape[0], model.config.batch_norm_splits
+    size, view = n // splits, {"spatial": 1, "temporal": 2}
+    online = [[None] * n for _ in range(4)]
+    keyed = {s: [[None] * n for _ in range(4)] for s in subtasks}
+    for group in range(splits):
+        anchors = list(range(group * size, (group + 1) * size))
+        stages = model.hdc.backbone(pixel_values[anchors, 0].transpose(1, 2))
+        for row, video in enumerate(anchors):
+            for index in range(4):
+                online[index][video] = stages[index][row]
+        clips = [(s, int(video)) for video in order[group * size : (group + 1) * size] for s in subtasks]
+        with torch.no_grad():
+            positives = torch.stack([pixel_values[video, view[s]] for s, video in clips])
+            stages = model.momentum_encoder.backbone(positives.transpose(1, 2))
+        for row, (s, video) in enumerate(clips):
+            for index in range(4):
+                keyed[s][index][video] = stages[index][row]
+    return online, keyed
+
+
+def reference_terms(model, pixel_values, order=None):
     """METHODS.md §3 with explicit loops over levels, subtasks, videos and candidates (float64).
 
-    The online encoder and its heads see the anchors, the momentum copy the positives; negatives are every other
+    The online encoder and its heads see the anchors, the momentum copy the positives (in batch-norm groups, see
+    `grouped_stage_outputs`; `order`: the shuffle of the positives, default none); negatives are every other
     video's key of the batch (`batch_negatives`) and the valid queue slots. Returns the terms, the weights and the
     invariance EMA after this batch, computed from the model's state before the forward.
     """
@@ -76,12 +102,8 @@ def reference_terms(model, pixel_values):
     n = pixel_values.shape[0]
     alpha = {"spatial": config.spatial_weight, "temporal": 1 - config.spatial_weight}
     subtasks = [s for s in ("spatial", "temporal") if alpha[s] > 0]
-    view = {"spatial": 1, "temporal": 2}
-    online = model.hdc.backbone(pixel_values[:, 0].transpose(1, 2))
-    with torch.no_grad():
-        keyed = {
-            s: model.momentum_encoder.backbone(pixel_values[:, view[s]].transpose(1, 2)) for s in subtasks
-        }
+    order = torch.arange(n) if order is None else order
+    online, keyed = grouped_stage_outputs(model, pixel_values, subtasks, order)
     terms, cosines = {}, []
     for stage in config.tap_stages:
         level = f"stage{stage}"
@@ -165,6 +187,45 @@ def test_every_term_matches_the_reference_in_value_and_gradient(overrides, queue
         assert (g is None) == (w is None), name
         if g is not None:
             torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-11, msg=name)
+
+
+def test_shuffled_batch_norm_groups_match_the_reference_in_value_and_gradient():
+    """Batch norm on batch statistics (training mode), 2 splits: the anchors normalised in two groups of consecutive
+    videos, the positives in two groups after one permutation drawn from torch's generator; nothing else changes."""
+    model = tiny_model(batch_norm_splits=2).train()
+    perturb_momentum_copy(model)
+    fill_queues(model, 4)
+    pixel_values = views(num_videos=4)
+    torch.manual_seed(1)
+    order = torch.randperm(4)
+    assert order[:2].sort().values.tolist() not in ([0, 1], [2, 3])  # the key groups differ from the anchors'
+    expected, weights, invariance = reference_terms(model, pixel_values, order)
+    unsplit = tiny_model().train()
+    unsplit.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    output = model(pixel_values)
+    for name, value in expected.items():
+        torch.testing.assert_close(output[name], value, rtol=1e-10, atol=1e-12, msg=name)
+    torch.testing.assert_close(model.invariance, invariance, rtol=1e-12, atol=1e-12)
+    params = online_parameters(model)
+    for g, w in zip(
+        torch.autograd.grad(output.loss, params, allow_unused=True),
+        torch.autograd.grad(expected["loss"], params, allow_unused=True),
+    ):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-11)
+    # The grouping matters with batch statistics, and is all that changes: with batch norm on running statistics
+    # the split and shuffled model gives the unsplit model's loss.
+    assert not torch.allclose(unsplit(pixel_values).loss, output.loss, rtol=1e-6)
+    frozen, frozen_unsplit = (
+        freeze_batch_norm(tiny_model(batch_norm_splits=2)),
+        freeze_batch_norm(tiny_model()),
+    )
+    perturb_momentum_copy(frozen), perturb_momentum_copy(frozen_unsplit)
+    torch.testing.assert_close(
+        frozen(pixel_values).loss, frozen_unsplit(pixel_values).loss, rtol=1e-12, atol=0
+    )
 
 
 def test_gradients_do_not_reach_the_key_encoder_or_the_queues():
@@ -287,6 +348,7 @@ def test_instance_only_ablation_has_one_level_and_one_subtask():
         ({"tap_stages": [2, 2, 4]}, "tap_stages"),
         ({"invariance_floor": 0.0}, "invariance_floor"),
         ({"spatial_weight": 1.5}, "spatial_weight"),
+        ({"batch_norm_splits": 0}, "batch_norm_splits"),
     ],
 )
 def test_bad_objective_settings_are_a_clear_error(overrides, message):
@@ -297,6 +359,8 @@ def test_bad_objective_settings_are_a_clear_error(overrides, message):
 def test_bad_views_are_a_clear_error():
     with pytest.raises(ValueError, match="3 views"):
         tiny_model()(views()[:, :2])
+    with pytest.raises(ValueError, match="multiple"):
+        tiny_model(batch_norm_splits=2)(views(num_videos=3))
 
 
 # --- two processes against one ------------------------------------------------------------------------------------
@@ -311,15 +375,25 @@ def _prepared_model():
     return model
 
 
+def _shuffled_model(splits):
+    """Batch norm on batch statistics, shuffled across processes, `splits` groups per process."""
+    model = tiny_model(batch_norm_splits=splits).train()
+    perturb_momentum_copy(model)
+    torch.manual_seed(1)  # the first process draws the permutation [1, 3, 2, 0]
+    return model
+
+
 def _two_process_worker(rank):
     model = _prepared_model()
     output = model(views(num_videos=4)[2 * rank : 2 * rank + 2])
     grads = torch.autograd.grad(output.loss, online_parameters(model))
+    shuffled = _shuffled_model(splits=1)(views(num_videos=4)[2 * rank : 2 * rank + 2])
     return {
         "terms": {name: mean_over_processes(output[name]) for name in TERMS},
         "grads": [mean_over_processes(g) for g in grads],  # what DDP does with the gradients
         "level_weights": output.level_weights,
         "state": {k: v for k, v in model.state_dict().items() if k.startswith(("queues.", "invariance"))},
+        "shuffled_loss": mean_over_processes(shuffled.loss),
     }
 
 
@@ -344,6 +418,10 @@ def test_two_processes_match_one_process_on_the_joint_batch(two_process_results)
         for name, value in result["state"].items():
             torch.testing.assert_close(value, model.state_dict()[name], rtol=0, atol=1e-15, msg=name)
     assert int(model.queues["stage2"]["spatial"].filled) == 3 + 4
+    # Shuffling BN across two processes (one group each) = one process with two groups on the joint batch.
+    shuffled = _shuffled_model(splits=2)(views(num_videos=4)).loss
+    for result in two_process_results:
+        torch.testing.assert_close(result["shuffled_loss"], shuffled.detach(), rtol=1e-10, atol=1e-12)
 
 
 # --- construction, loading and the released encoder ---------------------------------------------------------------
