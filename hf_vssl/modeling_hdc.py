@@ -120,9 +120,8 @@ class HDCForPreTraining(HDCPreTrainedModel):
     permutation, drawn on the first process) before the key encoder and the keys are put back in order after; with
     `batch_norm_splits` = g every process normalises its anchors in g consecutive groups and its shuffled positives
     in g groups, so one process with g splits computes what g processes compute (SplitBatchNorm). The permutation
-    comes from torch's global generator (as in MoCo), which a mid-epoch resume does not bring back to the same
-    point (the data loader draws from it when it restarts): with shuffling in effect (several splits or processes)
-    a resumed run is statistically, not bitwise, the uninterrupted one.
+    comes from torch's global generator (as in MoCo), which checkpoints save and the training loops leave alone when
+    they start a data loader iterator, so a resumed run draws the permutations of the uninterrupted one.
 
     Hooks: the training loop calls `after_optimizer_step()` after every optimizer step, which moves the momentum
     copy towards the online weights (`m = config.momentum`).

@@ -38,6 +38,7 @@ from .collectives import all_processes_have_batch
 from .pretrain import (
     LoopState,
     checkpoint_project,
+    epoch_batches,
     prepare_output_dir,
     resume_from_checkpoint,
     save_loop_checkpoint,
@@ -153,17 +154,6 @@ class FinetuneArguments:
 
     def to_dict(self):
         return dict(vars(self))
-
-
-def epoch_batches(loader, skip: int):
-    """This epoch's batches, after the ``skip`` a resumed run already trained on. Starting the iterator leaves the
-    global RNG alone (DataLoader draws its workers' base seed from it), so that dropout after a resume draws
-    what it drew in the uninterrupted run."""
-    with torch.random.fork_rng(devices=[]):
-        batches = iter(loader)
-    for _ in range(skip):
-        next(batches, None)
-    return batches
 
 
 def finetune(args: FinetuneArguments) -> Path:

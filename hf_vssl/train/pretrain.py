@@ -138,6 +138,20 @@ def save_loop_checkpoint(accelerator: Accelerator, state: LoopState) -> None:
     accelerator.wait_for_everyone()
 
 
+def epoch_batches(loader, skip: int):
+    """This epoch's batches, after the ``skip`` a resumed run already trained on.
+
+    Starting the iterator leaves the global RNG alone (a DataLoader iterator draws its workers' base seed from it,
+    and a resumed run starts one where the uninterrupted run did not), so that whatever a model draws from it
+    after a resume (dropout, a shuffling batch norm's permutation) is what it drew in the uninterrupted run.
+    """
+    with torch.random.fork_rng(devices=[]):
+        batches = iter(loader)
+    for _ in range(skip):
+        next(batches, None)
+    return batches
+
+
 def learning_rate_at(args: PretrainArguments, epoch: int) -> float:
     """Step schedule: the base rate times `lr_decay_factor` for every decay epoch already reached."""
     return args.learning_rate * args.lr_decay_factor ** sum(epoch >= e for e in args.lr_decay_epochs)
@@ -283,11 +297,9 @@ def train(args: PretrainArguments) -> Path:
         # epoch's batches; the incomplete window at the end of the previous epoch is dropped.
         accelerator.step = 0
         model.zero_grad(set_to_none=True)
-        batches = iter(loader)
         # Replay the steps this epoch already took before a resume: the same samples in the same order.
         replayed = state.step_in_epoch * args.gradient_accumulation_steps
-        for _ in range(replayed):
-            next(batches, None)
+        batches = epoch_batches(loader, replayed)
         batches_in_epoch = 0
         while True:
             batch = next(batches, None)
