@@ -21,7 +21,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from transformers import AutoModelForVideoClassification
 
 from hf_vssl.cli import command_line
@@ -33,15 +32,14 @@ from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluation_recipe
 from hf_vssl.hub import card_dataset_name, hub_model_id_of
 
-from .arguments import RUN_CONFIG, check_local_path, check_model_path, parse_arguments, save_arguments
+from .arguments import check_local_path, check_model_path, parse_arguments
 from .collectives import all_processes_have_batch
 from .pretrain import (
-    LoopState,
     checkpoint_project,
     epoch_batches,
     prepare_output_dir,
-    resume_from_checkpoint,
     save_loop_checkpoint,
+    start_run,
 )
 from .release import save_release
 from .speed import channels_last_clips, compile_model, to_channels_last
@@ -230,23 +228,7 @@ def finetune(args: FinetuneArguments) -> Path:
         placement=placement,
     )
 
-    state = LoopState()
-    accelerator.register_for_checkpointing(state)
-    if args.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, state, output_dir, args.resume_from_checkpoint)
-    if accelerator.is_main_process:  # written first: an interrupted run still says how it was started
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_arguments(args, output_dir / RUN_CONFIG)
-    accelerator.init_trackers("hf_vssl-finetune", config={k: str(v) for k, v in args.to_dict().items()})
-
-    total_steps = args.max_steps if args.max_steps > 0 else None
-    progress = tqdm(
-        total=total_steps,
-        initial=state.global_step,
-        disable=not accelerator.is_local_main_process,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    state, total_steps, progress = start_run(accelerator, args, output_dir, "hf_vssl-finetune")
     finished = total_steps is not None and state.global_step >= total_steps
     while not finished and (total_steps is not None or state.epoch < args.num_train_epochs):
         epoch = state.epoch

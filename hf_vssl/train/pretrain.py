@@ -129,6 +129,34 @@ def resume_from_checkpoint(accelerator: Accelerator, state: LoopState, output_di
     return checkpoint
 
 
+def start_run(accelerator: Accelerator, args, output_dir: Path, tracker_project: str):
+    """What every training loop does before its first step: register its counters with the checkpoints and resume
+    them when asked, write the run config (before training, so that an interrupted run still says how it was
+    started), open the trackers and the progress bar.
+
+    Returns:
+        ``(state, total_steps, progress)``: the loop's counters, ``args.max_steps`` (None: run the epochs) and the
+        progress bar (at the resumed step).
+    """
+    state = LoopState()
+    accelerator.register_for_checkpointing(state)
+    if args.resume_from_checkpoint:
+        resume_from_checkpoint(accelerator, state, output_dir, args.resume_from_checkpoint)
+    output_dir.mkdir(parents=True, exist_ok=True)  # every process may write into it (sample keys)
+    if accelerator.is_main_process:
+        save_arguments(args, output_dir / RUN_CONFIG)
+    accelerator.init_trackers(tracker_project, config={k: str(v) for k, v in args.to_dict().items()})
+    total_steps = args.max_steps if args.max_steps > 0 else None
+    progress = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        disable=not accelerator.is_local_main_process,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    return state, total_steps, progress
+
+
 def save_loop_checkpoint(accelerator: Accelerator, state: LoopState) -> None:
     """Save a checkpoint at ``state.global_step`` (once per step)."""
     if state.checkpoint_step == state.global_step:
@@ -244,24 +272,7 @@ def train(args: PretrainArguments) -> Path:
         require_usable=False,  # decided below from every process, not from this one's share
     )
 
-    state = LoopState()
-    accelerator.register_for_checkpointing(state)
-    if args.resume_from_checkpoint:
-        resume_from_checkpoint(accelerator, state, output_dir, args.resume_from_checkpoint)
-
-    output_dir.mkdir(parents=True, exist_ok=True)  # every process writes into it (sample keys)
-    if accelerator.is_main_process:
-        save_arguments(args, output_dir / RUN_CONFIG)
-    accelerator.init_trackers("hf_vssl", config={k: str(v) for k, v in args.to_dict().items()})
-
-    total_steps = args.max_steps if args.max_steps > 0 else None
-    progress = tqdm(
-        total=total_steps,
-        initial=state.global_step,
-        disable=not accelerator.is_local_main_process,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    state, total_steps, progress = start_run(accelerator, args, output_dir, "hf_vssl")
     sample_keys = (
         open(output_dir / f"sample_keys_rank{accelerator.process_index}.txt", "a")
         if args.record_sample_keys
