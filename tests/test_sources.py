@@ -310,3 +310,14 @@ def test_align_labels_renumbers_classes_by_name():
     assert align_labels(validation, ["apple", "cherry"]) is validation  # nothing to do
     with pytest.raises(ValueError, match="cherry"):
         align_labels(validation, ["apple", "banana"])
+
+
+def test_a_folder_source_knows_its_size_before_it_is_read(tmp_path):
+    from hf_vssl.data.sources import source_num_videos
+    from hf_vssl.data.synthetic import write_synthetic_videos
+
+    paths = write_synthetic_videos(tmp_path / "train", num_per_class=2, num_frames=4, size=(16, 16))
+    assert source_num_videos(load_video_source(tmp_path / "train")) == len(paths)
+    # a generator without split sizes is counted by reading it
+    stream = IterableDataset.from_generator(lambda: iter([{"key": "a"}]))
+    assert source_num_videos(stream) is None

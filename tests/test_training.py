@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -506,7 +507,7 @@ def test_knn_monitor_measures_the_weights_of_its_epoch(tmp_path, tiny_data):
 
     out = tmp_path / "run"
     config = run_config(tmp_path, num_train_epochs=3, checkpointing_steps=6, checkpoints_total_limit=None)
-    run_ok(
+    result = run_ok(
         [
             sys.executable, str(PRETRAIN), *run_args(config, tiny_data["train"], out),
             "--validation_dir", str(tiny_data["validation"]), "--knn_monitor_epochs", "2",
@@ -516,6 +517,8 @@ def test_knn_monitor_measures_the_weights_of_its_epoch(tmp_path, tiny_data):
     monitored = {r["step"]: r["val/knn/top1"] for r in records if "val/knn/top1" in r}
     # 12 videos in batches of 2: 6 steps per epoch; the monitor after epoch 2, the final evaluation at step 18
     assert sorted(monitored) == [12, 18]
+    # a folder's size is known: the progress bar shows its length (18 steps) from the first step on
+    assert re.search(r"(?<!\d)0/18\b", result.stderr), result.stderr[-2000:]
     assert any("val/retrieval/R@1" in r and r["step"] == 18 for r in records)
 
     checkpoints = sorted((out / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))

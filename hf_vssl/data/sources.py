@@ -47,8 +47,9 @@ __all__ = [
     "SOURCE_FEATURES_UNLABELLED",
     "align_labels",
     "load_video_source",
-    "split_source_for_process",
     "source_label_names",
+    "source_num_videos",
+    "split_source_for_process",
     "video_key_from_path",
     "list_video_files",
 ]
@@ -187,9 +188,14 @@ def _folder_source(root: Path, split: str, num_shards: int | None) -> IterableDa
     chunks = [records[k::num_shards] for k in range(num_shards)]
     label_feature = ClassLabel(names=class_names) if class_names else Value("int64")
     features = Features({"video": Video(decode=False), "label": label_feature, "key": Value("string")})
-    return IterableDataset.from_generator(
+    dataset = IterableDataset.from_generator(
         _folder_examples, gen_kwargs={"chunks": chunks}, features=features, split=datasets.NamedSplit(split)
     )
+    # A folder's length is known before reading it: progress bars can show an ETA from the first epoch.
+    dataset.info.splits = datasets.SplitDict(
+        {split: datasets.SplitInfo(name=split, num_examples=len(records))}
+    )
+    return dataset
 
 
 def unique_video_keys(files: Sequence[Path], root: Path) -> list[str]:
@@ -449,6 +455,15 @@ def normalise_video_dataset(
 # ----------------------------------------------------------------------------------------------------------
 # distribution and metadata
 # ----------------------------------------------------------------------------------------------------------
+def source_num_videos(dataset: IterableDataset) -> int | None:
+    """The number of videos of ``dataset``'s split where its metadata says it (a folder source, a dataset card
+    with split sizes), else None (a stream is counted by reading it)."""
+    splits = dataset.info.splits
+    if not splits or dataset.split is None or str(dataset.split) not in splits:
+        return None
+    return splits[str(dataset.split)].num_examples or None
+
+
 def split_source_for_process(dataset: IterableDataset, rank: int, world_size: int) -> IterableDataset:
     """The part of ``dataset`` that process ``rank`` of ``world_size`` reads; every sample goes to one process.
 

@@ -21,6 +21,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForVideoClassification
 
 from hf_vssl.cli import command_line
@@ -302,7 +303,9 @@ def finetune(args: FinetuneArguments) -> Path:
 
 @command_line
 def main(argv: list[str] | None = None) -> Path:
-    return finetune(parse_arguments(argv, FinetuneArguments, description=__doc__.split("\n\n")[0]))
+    args = parse_arguments(argv, FinetuneArguments, description=__doc__.split("\n\n")[0])
+    with logging_redirect_tqdm():  # warnings print above the progress bar, not on its line
+        return finetune(args)
 
 
 if __name__ == "__main__":

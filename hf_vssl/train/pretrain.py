@@ -25,10 +25,11 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hf_vssl.cli import MissingPathError, OutputDirTakenError, command_line
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
-from hf_vssl.data.sources import load_video_source, split_source_for_process
+from hf_vssl.data.sources import load_video_source, source_num_videos, split_source_for_process
 from hf_vssl.evaluation.results import EvalResults, describe_views
 from hf_vssl.evaluation.runner import evaluate_encoder, require_labels
 from hf_vssl.methods import get_method
@@ -249,6 +250,7 @@ def train(args: PretrainArguments) -> Path:
     unwrapped = accelerator.unwrap_model(model)
 
     source = load_video_source(args.train_dir or args.dataset_name, split=args.dataset_split)
+    num_videos = source_num_videos(source)  # known for a folder: the progress bar's first length
     if args.validation_dir:  # the kNN monitor needs labels on both sides: say so now, not after training
         require_labels(source, args.train_dir or args.dataset_name)
         require_labels(load_video_source(args.validation_dir, split="validation"), args.validation_dir)
@@ -273,6 +275,15 @@ def train(args: PretrainArguments) -> Path:
     )
 
     state, total_steps, progress = start_run(accelerator, args, output_dir, "hf_vssl")
+    # Where the source's size is known, the progress bar has an ETA from the start (an estimate: bad videos are
+    # found while reading); the first finished epoch replaces it with the count.
+    length_is_estimate = total_steps is None and num_videos is not None
+    if length_is_estimate:
+        videos_per_step = (
+            args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+        )
+        progress.total = max(1, num_videos // videos_per_step) * args.num_train_epochs
+        progress.refresh()
     sample_keys = (
         open(output_dir / f"sample_keys_rank{accelerator.process_index}.txt", "a")
         if args.record_sample_keys
@@ -402,9 +413,10 @@ def train(args: PretrainArguments) -> Path:
                 },
                 step=state.global_step,
             )
-            if progress.total is None:  # a stream's length is known once one epoch has passed: now the ETA
+            if progress.total is None or length_is_estimate:  # an epoch has passed: its length is known now
                 progress.total = state.step_in_epoch * args.num_train_epochs
                 progress.refresh()
+                length_is_estimate = False
             state.epoch += 1
             state.step_in_epoch = 0
         last_epoch = total_steps is None and state.epoch >= args.num_train_epochs
@@ -471,7 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(
         argv, PretrainArguments, description="Self-supervised pretraining of an hf_vssl method."
     )
-    train(args)
+    with logging_redirect_tqdm():  # warnings print above the progress bar, not on its line
+        train(args)
 
 
 if __name__ == "__main__":
