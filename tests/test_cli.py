@@ -288,6 +288,7 @@ PROGRAMS = {
     "training/evaluate.py": "hf_vssl.train.evaluate",
     "training/finetune.py": "hf_vssl.train.finetune",
     "hf_vssl.convert_mlfo_original": "hf_vssl.convert_mlfo_original",
+    "hf_vssl.evaluation.invariance": "hf_vssl.evaluation.invariance",
     **{module: module for module in cli.COMMANDS.values()},
     **cli.COMMANDS,
 }

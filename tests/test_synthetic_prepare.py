@@ -238,7 +238,7 @@ def test_prepare_copy_mode_keeps_bytes_and_exact_shard_count(source_folder, tmp_
     assert members["dog/clip0.cls"] == b"1"
 
 
-def test_prepare_resumes_after_interruption(source_folder, tmp_path):
+def test_prepare_resumes_after_interruption(source_folder, tmp_path, capsys):
     args = ["--short-side", "24", "--gop", "8", "--shard-size", "4", "--shard-multiple", "1", "--no-progress"]
     interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
     assert main([str(source_folder), str(interrupted), *args, "--max-items", "6"]) == 0
@@ -259,8 +259,11 @@ def test_prepare_resumes_after_interruption(source_folder, tmp_path):
         name = f"train-{j:05d}.tar"
         assert_same_shard(interrupted / name, clean / name)
 
-    with pytest.raises(ValueError, match="different settings"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # the user's mistake: one error line, exit status 2
         main([str(source_folder), str(interrupted), "--short-side", "32", "--no-progress"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error: " in error and "different settings" in error
 
 
 def test_prepare_parallel_workers_write_the_same_shards(source_folder, tmp_path):

@@ -317,11 +317,12 @@ def test_a_validation_run_needs_labelled_training_data_before_it_trains(tmp_path
     stderr = _run_failing(
         [sys.executable, str(PRETRAIN), *run_args(run_config(tmp_path), unlabelled, out, *options)]
     )
-    assert "no labels" in stderr and str(unlabelled) in stderr
+    assert "pretrain.py: error: " in stderr and "no labels" in stderr and str(unlabelled) in stderr
+    assert "Traceback" not in stderr
     assert not (out / "checkpoints").exists()  # refused before the first step, not after the last
 
 
-def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
+def test_evaluate_and_finetune_refuse_an_unlabelled_source_in_one_line(tmp_path, tiny_data):
     unlabelled = _unlabelled_copy(tiny_data["validation"], tmp_path / "unlabelled", 3)
     encoder_dir = tmp_path / "encoder"
     import hf_vssl
@@ -339,7 +340,24 @@ def test_evaluate_refuses_an_unlabelled_source(tmp_path, tiny_data):
             str(tiny_data["validation"]),
         ]
     )
-    assert "no labels" in stderr and str(unlabelled) in stderr
+    assert "evaluate.py: error: " in stderr and "no labels" in stderr and str(unlabelled) in stderr
+    assert "Traceback" not in stderr
+    stderr = _run_failing(
+        [
+            sys.executable,
+            str(REPO / "training" / "finetune.py"),
+            "--model_name_or_path",
+            str(encoder_dir),
+            "--train_dir",
+            str(unlabelled),
+            "--validation_dir",
+            str(tiny_data["validation"]),
+            "--output_dir",
+            str(tmp_path / "finetuned"),
+        ]
+    )
+    assert "finetune.py: error: " in stderr and "no class labels" in stderr and str(unlabelled) in stderr
+    assert "Traceback" not in stderr
 
 
 def test_pretrain_pushes_a_loadable_repo_with_measured_results(

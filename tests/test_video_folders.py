@@ -4,6 +4,7 @@ every bad one named with its reason, symlinks, same-stem files, a source that ch
 import hashlib
 import json
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -143,24 +144,31 @@ def test_resume_after_files_were_added_continues_the_plan(tmp_path, monkeypatch,
             assert a.getnames() == b.getnames(), name
 
 
-def test_resume_after_a_planned_file_was_removed_refuses_before_writing(tmp_path):
+def test_resume_after_a_planned_file_was_removed_refuses_before_writing(tmp_path, capsys):
     src = _small_folder(tmp_path / "src", NAMES)
     out = tmp_path / "out"
     args = ["--num-shards", "4", "--no-progress"]
     assert main([str(src), str(out), *args, "--max-items", "3"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     (src / "dog/v3.mp4").unlink()
-    with pytest.raises(ValueError, match=r"1 videos planned .* are gone .*nothing was written"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # one error line, exit status 2
         main([str(src), str(out), *args])
+    assert exit_info.value.code == 2
+    assert re.search(r"error: 1 videos planned .* are gone .*nothing was written", capsys.readouterr().err)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_all_bad_source_fails_and_writes_no_shards(tmp_path):
+def test_all_bad_source_fails_and_writes_no_shards(tmp_path, capsys):
     src = tmp_path / "src"
     bad = write_bad_files(src / "cls")
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"None of the 5 videos .* could be read .*no shards were written"):
+    with pytest.raises(SystemExit) as exit_info:  # one error line, exit status 2
         main([str(src), str(out), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert re.search(
+        r"error: None of the 5 videos .* could be read .*no shards were written", capsys.readouterr().err
+    )
     assert not list(out.glob("*.tar*")) and not (out / "README.md").exists()
     skipped = json.loads((out / "skipped.json").read_text())["train"]
     assert sorted(item["source"] for item in skipped) == sorted(str(p) for p in bad.values())

@@ -55,7 +55,7 @@ from typing import Any
 
 import av
 
-from ..cli import CommandLineParser, command_line
+from ..cli import CommandLineParser, UsageError, command_line
 from ..video_decoding import VideoDecodeError, VideoReader
 from .encoding import encode_video
 from .inputs import fetch_remote_video
@@ -482,14 +482,14 @@ def prepare_shards(
     if record is not None:  # a state written before sources were made absolute, resumed from the same folder
         record["settings"]["source"] = canonical_source(record["settings"]["source"])
     if record is not None and record["settings"] != asdict(settings):
-        raise ValueError(
+        raise UsageError(
             f"'{out_dir}' already holds split '{settings.split}' prepared with different settings "
             f"({record['settings']}); use a new output folder or the same options"
         )
     keys = _source_keys(source)
     if record is None:
         if not keys:
-            raise ValueError(f"Source '{settings.source}' (split '{settings.split}') has no videos")
+            raise UsageError(f"Source '{settings.source}' (split '{settings.split}') has no videos")
         count = num_shards or choose_num_shards(len(keys), shard_size, shard_multiple)
         record = {
             "settings": asdict(settings),
@@ -502,7 +502,7 @@ def prepare_shards(
         # the inputs in the order the shards hold them: a resume continues exactly this
         _write_json_atomic(out_dir / record["plan_file"], keys)
     elif num_shards and num_shards != record["num_shards"]:
-        raise ValueError(
+        raise UsageError(
             f"Resuming with --num_shards {num_shards} but the first run used {record['num_shards']}"
         )
     boundaries = shard_boundaries(record["total"], record["num_shards"])
@@ -580,19 +580,19 @@ def _check_changed_source(
     fresh = "Prepare into a new output folder to include the source as it is now"
     restore = f"{fresh}, or restore the source to resume '{out_dir}'."
     if len(set(plan)) != len(plan) or len(set(keys)) != len(keys):
-        raise ValueError(
+        raise UsageError(
             f"{where} changed since '{out_dir}' was started and its videos have no unique keys to find them "
             f"by; nothing was written. {restore}"
         )
     if label_names != record["label_names"]:
-        raise ValueError(
+        raise UsageError(
             f"The classes of {where} changed since '{out_dir}' was started ({record['label_names']} -> "
             f"{label_names}); nothing was written. {restore}"
         )
     present = set(keys)
     missing = [key for key in plan if key not in present]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{len(missing)} videos planned for '{out_dir}' are gone from {where} (e.g. {missing[:3]}); "
             f"nothing was written. {restore}"
         )
@@ -617,7 +617,7 @@ def _refuse_all_bad(
     (out_dir / plan_file_name(settings.split)).unlink(missing_ok=True)
     reasons = Counter(item["reason"] for item in skipped)
     summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-    raise ValueError(
+    raise UsageError(
         f"None of the {record['total']} videos of '{settings.source}' (split '{settings.split}') could be "
         f"read ({summary}); no shards were written. Each file and its reason: {out_dir / SKIPPED_FILE}"
     )

@@ -10,6 +10,7 @@ import itertools
 import torch
 import torch.distributed as dist
 
+from hf_vssl.cli import UsageError
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import EvalViews
 from hf_vssl.data.sources import (
@@ -155,9 +156,9 @@ def require_labels(source, spec: str) -> None:
     """Fail early, with the source's name, when ``source`` is empty or has no labels (from its first video)."""
     first = next(iter(source), None)
     if first is None:
-        raise ValueError(f"{spec} holds no videos.")
+        raise UsageError(f"{spec} holds no videos.")
     if source_label_names(source) is None and first["label"] < 0:
-        raise ValueError(
+        raise UsageError(
             f"{spec} has no labels: evaluation protocols need a labelled source (class sub-folders)."
         )
 

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForVideoClassification
 
-from hf_vssl.cli import command_line
+from hf_vssl.cli import UsageError, command_line
 from hf_vssl.data.loader import build_view_dataloader, stage2_placement
 from hf_vssl.data.recipes import build_recipe
 from hf_vssl.data.sources import align_labels, load_video_source, source_label_names, split_source_for_process
@@ -170,7 +170,7 @@ def finetune(args: FinetuneArguments) -> Path:
     train_source = load_video_source(train_spec, split=args.dataset_split)
     label_names = source_label_names(train_source)
     if not label_names:
-        raise ValueError(
+        raise UsageError(
             f"{train_spec} has no class labels: fine-tuning needs class sub-folders or a label column."
         )
     model = AutoModelForVideoClassification.from_pretrained(
