@@ -127,7 +127,19 @@ def test_command_line_on_a_saved_encoder(tmp_path, tiny_folders, capsys):
     assert len(results) == 6 and "| anchor ~ reversed |" in table
     assert all(-1 <= row["same_video"] <= 1 for row in results.values())
 
+    # labels are not needed: the same videos side by side, without class sub-folders
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for video in sorted(tiny_folders["train"].rglob("*.mp4"))[:3]:
+        (unlabelled / video.name).write_bytes(video.read_bytes())
+    assert len(main(["--model", str(folder), "--data", str(unlabelled), "--max_videos", "3"])) == 6
+    capsys.readouterr()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
     for argv, message in [
+        (["--model", str(folder), "--data", str(empty)], "holds no video files"),
+        (["--model", str(folder), "--data", str(unlabelled), "--max_videos", "0"], "max_videos"),
         (
             ["--model", str(tmp_path / "missing"), "--data", str(tiny_folders["train"])],
             "no such model folder",

@@ -40,6 +40,8 @@ import datasets
 from datasets import ClassLabel, Features, IterableDataset, Value, Video
 from datasets.distributed import split_dataset_by_node
 
+from ..cli import UsageError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -155,7 +157,7 @@ def _resolve_split_dir(root: Path, split: str) -> Path:
             return root / alias
     present = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name.lower() in _KNOWN_SPLIT_DIRS)
     if present:
-        raise ValueError(
+        raise UsageError(
             f"Split '{split}' not found in video folder '{root}' (split folders there: {present})"
         )
     return root  # a plain folder is taken as the requested split
@@ -171,7 +173,7 @@ def _folder_source(root: Path, split: str, num_shards: int | None) -> IterableDa
     split_dir = _resolve_split_dir(root, split)
     files = list_video_files(split_dir)
     if not files:
-        raise ValueError(f"No video files ({', '.join(VIDEO_EXTENSIONS)}) found under '{split_dir}'")
+        raise UsageError(f"No video files ({', '.join(VIDEO_EXTENSIONS)}) found under '{split_dir}'")
     rel_parts = [f.relative_to(split_dir).parts for f in files]
     class_names = sorted({parts[0] for parts in rel_parts if len(parts) > 1})
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -218,7 +220,7 @@ def unique_video_keys(files: Sequence[Path], root: Path) -> list[str]:
 def _check_unique_keys(keys: Sequence[str], where: str) -> None:
     duplicates = sorted(key for key, n in Counter(keys).items() if n > 1)
     if duplicates:
-        raise ValueError(f"Videos under '{where}' map to duplicate keys {duplicates[:5]} (dots become '_')")
+        raise UsageError(f"Videos under '{where}' map to duplicate keys {duplicates[:5]} (dots become '_')")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -257,16 +259,16 @@ def _load_raw(spec: str, split: str, num_shards: int | None) -> tuple[IterableDa
             return load_dataset_streaming("parquet", data_dir=str(path), split=split), False
         if list_video_files(path):
             return _folder_source(path, split, num_shards), True
-        raise ValueError(
+        raise UsageError(
             f"'{spec}' holds no video files, WebDataset .tar shards, Parquet files or dataset card"
         )
     if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-        raise ValueError(f"'{spec}' is a single video file; pass the folder that contains it")
+        raise UsageError(f"'{spec}' is a single video file; pass the folder that contains it")
     is_pattern = path.is_file() or any(ch in spec for ch in "*?[") or "://" in spec
     if is_pattern:
         builder = _builder_for_pattern(spec)
         if builder is None:
-            raise ValueError(
+            raise UsageError(
                 f"Cannot tell the format of '{spec}': expected .tar (WebDataset) or .parquet files"
             )
         if "://" not in spec and not globlib.glob(os.path.expanduser(spec)):
@@ -348,7 +350,7 @@ def _detect_video_column(features: Features, name: str) -> str:
                 return preferred
         if candidates:
             return candidates[0]
-    raise ValueError(
+    raise UsageError(
         f"Cannot find a video column in '{name}' (columns: {list(features)}); pass video_column=. A video column "
         "is a datasets.Video feature, a struct with 'bytes' and 'path', or binary data named like an extension"
     )
@@ -409,17 +411,17 @@ def normalise_video_dataset(
         features = dataset.features
     video_column = video_column or _detect_video_column(features, name)
     if video_column not in features:
-        raise ValueError(f"video_column '{video_column}' not in '{name}' (columns: {list(features)})")
+        raise UsageError(f"video_column '{video_column}' not in '{name}' (columns: {list(features)})")
     if label_column is None:
         label_column = _detect_label_column(features, exclude=video_column)
     elif label_column not in features:
-        raise ValueError(f"label_column '{label_column}' not in '{name}' (columns: {list(features)})")
+        raise UsageError(f"label_column '{label_column}' not in '{name}' (columns: {list(features)})")
     else:
         feature = features[label_column]
         if not isinstance(feature, ClassLabel) and not (
             isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
         ):
-            raise ValueError(
+            raise UsageError(
                 f"label_column '{label_column}' of '{name}' has type {feature}; cast it to ClassLabel first "
                 "(dataset.cast_column) so every process maps names to the same integers"
             )
@@ -512,7 +514,7 @@ def align_labels(dataset: IterableDataset, label_names: list[str]) -> IterableDa
         return dataset
     missing = sorted(set(own) - set(label_names))
     if missing:
-        raise ValueError(f"Classes {missing} are not among the training classes {label_names}.")
+        raise UsageError(f"Classes {missing} are not among the training classes {label_names}.")
     renumber = [label_names.index(name) for name in own]
     features = dataset.features.copy()
     features["label"] = ClassLabel(names=label_names)

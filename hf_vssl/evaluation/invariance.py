@@ -63,9 +63,10 @@ def view_similarity(
     names = [(view_names[a], view_names[b]) for a, b in pairs]
     if reverse_time:
         names += [(name, REVERSED) for name in view_names]
-    sums = {
-        name: torch.zeros(4, dtype=torch.float64) for name in names
-    }  # same, same count, other, other count
+    if max_videos is not None and max_videos < 1:
+        raise ValueError(f"max_videos must be >= 1 or None, got {max_videos}.")
+    # per pair: sum and count of same-video cosines, sum and count of other-video cosines
+    sums = {name: torch.zeros(4, dtype=torch.float64) for name in names}
     seen = 0
     for batch in batches:
         pixel_values = batch["pixel_values"]
@@ -129,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--model", required=True, help="an encoder folder or Hub id (e.g. a run's OUTPUT_DIR/final)"
     )
-    parser.add_argument("--data", required=True, help="a labelled video source (folder, shards, dataset id)")
+    parser.add_argument(
+        "--data", required=True, help="a video source (folder, shards, dataset id); labels are not needed"
+    )
     parser.add_argument("--split", default="train")
     parser.add_argument(
         "--recipe", default="{}", help="YAML mapping of recipe overrides, e.g. '{flip_prob: 0.0}'"
@@ -142,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     args = parser.parse_args(argv)
+    for name, least in (("max_videos", 1), ("batch_size", 1), ("num_workers", 0)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be >= {least}, got {getattr(args, name)}")
     check_model_path("model", args.model)
     check_local_path("data", args.data)
     overrides = yaml.safe_load(args.recipe) or {}
@@ -154,7 +160,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except (TypeError, ValueError) as error:
         raise UsageError(f"--recipe: {error}") from error
     batches = evaluation_batches(
-        args.data, recipe, split=args.split, batch_size=args.batch_size, num_workers=args.num_workers
+        args.data,
+        recipe,
+        split=args.split,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        require_labelled=False,
     )
     results = view_similarity(model, batches, recipe.view_names, max_videos=args.max_videos)
     print(format_similarity_table(results))

@@ -62,18 +62,20 @@ def evaluation_batches(
     label_names: list[str] | None = None,
     process_index: int = 0,
     num_processes: int = 1,
+    require_labelled: bool = True,
 ):
     """The rendered evaluation views of every video of a labelled source, batch by batch (``pixel_values``
     ``[B, V, T, C, H, W]``, ``labels``, ``keys``: each video's key), on ``device``.
 
     ``label_names`` renumbers the source's classes to those names (see :func:`align_labels`), so that two
     sources compared by a protocol agree on what each class id means. ``process_index`` of ``num_processes``
-    reads only its share of the videos (:func:`split_source_for_process`).
+    reads only its share of the videos (:func:`split_source_for_process`). ``require_labelled=False`` accepts a
+    source without labels (``labels`` then holds -1).
     """
     source = load_video_source(spec, split=split)
     if label_names is not None:
         source = align_labels(source, label_names)
-    require_labels(source, spec)
+    (require_labels if require_labelled else require_videos)(source, spec)
     source = split_source_for_process(source, process_index, num_processes)
     placement = stage2_placement(device)
     loader = build_view_dataloader(
@@ -152,11 +154,17 @@ def _gather_by_key(local: VideoFeatures | None) -> VideoFeatures | None:
     return VideoFeatures(features, labels, [ids[i] for i in order])
 
 
-def require_labels(source, spec: str) -> None:
-    """Fail early, with the source's name, when ``source`` is empty or has no labels (from its first video)."""
+def require_videos(source, spec: str) -> dict:
+    """Fail early, with the source's name, when ``source`` is empty; return its first example."""
     first = next(iter(source), None)
     if first is None:
         raise UsageError(f"{spec} holds no videos.")
+    return first
+
+
+def require_labels(source, spec: str) -> None:
+    """Fail early, with the source's name, when ``source`` is empty or has no labels (from its first video)."""
+    first = require_videos(source, spec)
     if source_label_names(source) is None and first["label"] < 0:
         raise UsageError(
             f"{spec} has no labels: evaluation protocols need a labelled source (class sub-folders)."
@@ -210,5 +218,6 @@ __all__ = [
     "evaluation_recipe",
     "format_results_table",
     "require_labels",
+    "require_videos",
     "video_features",
 ]
