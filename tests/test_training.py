@@ -328,34 +328,13 @@ def test_evaluate_and_finetune_refuse_an_unlabelled_source_in_one_line(tmp_path,
     import hf_vssl
 
     hf_vssl.MLFOModel(hf_vssl.MLFOConfig(**TINY_RUN["model"])).save_pretrained(encoder_dir)
-    stderr = _run_failing(
-        [
-            sys.executable,
-            str(EVALUATE),
-            "--model_name_or_path",
-            str(encoder_dir),
-            "--train_dir",
-            str(unlabelled),
-            "--validation_dir",
-            str(tiny_data["validation"]),
-        ]
-    )
+    data = ["--model_name_or_path", str(encoder_dir), "--train_dir", str(unlabelled)]
+    data += ["--validation_dir", str(tiny_data["validation"])]
+    stderr = _run_failing([sys.executable, str(EVALUATE), *data])
     assert "evaluate.py: error: " in stderr and "no labels" in stderr and str(unlabelled) in stderr
     assert "Traceback" not in stderr
-    stderr = _run_failing(
-        [
-            sys.executable,
-            str(REPO / "training" / "finetune.py"),
-            "--model_name_or_path",
-            str(encoder_dir),
-            "--train_dir",
-            str(unlabelled),
-            "--validation_dir",
-            str(tiny_data["validation"]),
-            "--output_dir",
-            str(tmp_path / "finetuned"),
-        ]
-    )
+    finetune = REPO / "training" / "finetune.py"
+    stderr = _run_failing([sys.executable, str(finetune), *data, "--output_dir", str(tmp_path / "finetuned")])
     assert "finetune.py: error: " in stderr and "no class labels" in stderr and str(unlabelled) in stderr
     assert "Traceback" not in stderr
 
