@@ -84,12 +84,10 @@ def view_similarity(
             reversed_features = F.normalize(encode_clips(model, pixel_values.flip(2)).double(), dim=-1)
             compared += list(zip(features.unbind(1), reversed_features.unbind(1)))
         for name, (left, right) in zip(names, compared):
-            cosines = left @ right.T  # [B, B]
-            count = cosines.shape[0]
-            same = cosines.diagonal().sum()
-            sums[name] += torch.stack(
-                [same, torch.tensor(count), cosines.sum() - same, torch.tensor(count * (count - 1))]
-            ).to(sums[name])
+            cosines = left @ right.T  # [B, B]: videos of the left view against videos of the right view
+            count, same = cosines.shape[0], cosines.diagonal().sum().item()
+            other = cosines.sum().item() - same
+            sums[name] += torch.tensor([same, count, other, count * (count - 1)], dtype=torch.float64)
         seen += pixel_values.shape[0]
         if max_videos is not None and seen >= max_videos:
             break
