@@ -47,6 +47,11 @@ class HDCConfig(VideoSSLConfig):
             Every process normalises its batch in this many equal groups of videos (the anchors in consecutive
             groups, the positives after the shuffle): one process emulates `batch_norm_splits` processes (MoCo's
             SplitBatchNorm). The per-process batch must be a multiple of it.
+        reversed_anchor_negatives (`bool`, *optional*, defaults to `False`):
+            [ours, beyond METHODS.md §3] The temporal subtask also contrasts each anchor with the same clip played
+            backwards, encoded by the online encoder and temporal head with gradient: a negative that shares every
+            cue of the anchor but the direction of time, so that the temporal features must see it. Costs one more
+            online forward and backward per video. Needs the temporal subtask (`spatial_weight` < 1).
     """
 
     model_type = "hdc"
@@ -62,6 +67,7 @@ class HDCConfig(VideoSSLConfig):
     invariance_floor: float | int = 0.01
     shuffle_batch_norm: bool = True
     batch_norm_splits: int = 1
+    reversed_anchor_negatives: bool = False
 
     def __post_init__(self, **kwargs):
         self.tap_stages = list(self.tap_stages)
@@ -86,3 +92,7 @@ class HDCConfig(VideoSSLConfig):
             raise ValueError(f"`tap_stages` must not repeat a stage, got {self.tap_stages}.")
         for name in ("momentum", "spatial_weight", "invariance_momentum"):
             check_probability(name, getattr(self, name))
+        if self.reversed_anchor_negatives and self.spatial_weight == 1:
+            raise ValueError(
+                "`reversed_anchor_negatives` are negatives of the temporal subtask, which `spatial_weight`=1 turns off."
+            )

@@ -123,6 +123,18 @@ class HDCForPreTraining(HDCPreTrainedModel):
     comes from torch's global generator (as in MoCo), which checkpoints save and the training loops leave alone when
     they start a data loader iterator, so a resumed run draws the permutations of the uninterrupted one.
 
+    Reversed negatives (`reversed_anchor_negatives`, [ours] beyond METHODS.md §3): the temporal contrast at every
+    level also has each anchor played backwards as a negative of that anchor only, through the online encoder (in
+    the anchors' batch-norm group) and the temporal head, with gradient on both sides:
+
+        r = norm(head_T^l(avgpool(stage_l(reverse_time(anchor)))))
+        L_T^l = -log( e^{<q,k>/tau} / (e^{<q,k>/tau} + sum_negatives e^{<q,k_j>/tau} + e^{<q,r>/tau}) )
+
+    It shares every cue of the anchor except the direction of time, so the temporal features have to see it. The
+    gradient reaching both q and r is what moves the backbone: a negative from the key encoder (no gradient) leaves
+    only q to move, towards a difference the key encoder does not yet have, and did not teach direction on the
+    synthetic demo (README, HDC section).
+
     Hooks: the training loop calls `after_optimizer_step()` after every optimizer step, which moves the momentum
     copy towards the online weights (`m = config.momentum`).
 
@@ -226,9 +238,16 @@ class HDCForPreTraining(HDCPreTrainedModel):
             }
         return pooled
 
-    def _contrast(self, level: str, subtask: str, queries: torch.Tensor, keys: torch.Tensor):
-        """InfoNCE of this process's queries `[n, D]` against [every process's keys; the queue]; returns the loss
-        and every process's keys `[N, D]` (for the queue)."""
+    def _contrast(
+        self,
+        level: str,
+        subtask: str,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        own_negatives: torch.Tensor | None = None,
+    ):
+        """InfoNCE of this process's queries `[n, D]` against [every process's keys; the queue] and each query's
+        `own_negatives` `[n, K, D]`; returns the loss and every process's keys `[N, D]` (for the queue)."""
         all_keys = gather_no_grad(keys, assume_equal_sizes=True)
         queue = self.queues[level][subtask]
         n, total = queries.shape[0], all_keys.shape[0]
@@ -241,7 +260,14 @@ class HDCForPreTraining(HDCPreTrainedModel):
         ignore_mask[:, total:] = ~queue.valid_mask()  # empty slots
         if not self.config.batch_negatives:
             ignore_mask[:, :total] = ~positive_mask[:, :total]
-        loss = info_nce(queries, candidates, positive_mask, self.config.temperature, ignore_mask=ignore_mask)
+        loss = info_nce(
+            queries,
+            candidates,
+            positive_mask,
+            self.config.temperature,
+            ignore_mask=ignore_mask,
+            extra_negatives=own_negatives,
+        )
         return loss, all_keys
 
     def forward(
@@ -272,12 +298,17 @@ class HDCForPreTraining(HDCPreTrainedModel):
                 f"`batch_norm_splits`={splits} needs a per-process batch that is a multiple of it, got "
                 f"{pixel_values.shape[0]} videos."
             )
-        # One batch-norm group of consecutive anchors per split (one call per group).
-        groups = [
-            self.hdc(group, output_hidden_states=True, return_dict=True)
-            for group in pixel_values[:, 0].chunk(splits)
-        ]
-        online_stages = [torch.cat(stage) for stage in zip(*(g.hidden_states for g in groups))]
+        # One batch-norm group of consecutive anchors per split (one call per group); with reversed negatives the
+        # group's anchors played backwards join it (normalised with their anchors, as one process's clips).
+        reversed_negatives = "temporal" in self.subtasks and config.reversed_anchor_negatives
+        online_stages, reversed_stages = [], []
+        for group in pixel_values[:, 0].chunk(splits):
+            clips = torch.cat([group, group.flip(1)]) if reversed_negatives else group
+            stages = self.hdc(clips, output_hidden_states=True, return_dict=True).hidden_states
+            online_stages.append([stage[: len(group)] for stage in stages])
+            reversed_stages.append([stage[len(group) :] for stage in stages])
+        online_stages = [torch.cat(stage) for stage in zip(*online_stages)]
+        reversed_stages = [torch.cat(stage) for stage in zip(*reversed_stages)]
         with torch.no_grad():
             key_pooled = self._pooled_keys(pixel_values)
 
@@ -287,11 +318,16 @@ class HDCForPreTraining(HDCPreTrainedModel):
             pooled = online_stages[stage - 1].mean(dim=(2, 3, 4))
             level_similarity = []
             for subtask, key_input in zip(self.subtasks, key_pooled[stage].unbind(1)):
-                queries = F.normalize(self.heads[level][subtask](pooled), dim=1)
+                head = self.heads[level][subtask]
+                queries = F.normalize(head(pooled), dim=1)
+                own_negatives = None
+                if subtask == "temporal" and reversed_negatives:
+                    reversed_pooled = reversed_stages[stage - 1].mean(dim=(2, 3, 4))
+                    own_negatives = F.normalize(head(reversed_pooled), dim=1)[:, None]  # [n, 1, D]
                 with torch.no_grad():
                     keys = F.normalize(self.momentum_encoder.heads[level][subtask](key_input), dim=1)
                 terms[f"{subtask}_loss_{level}"], gathered[level, subtask] = self._contrast(
-                    level, subtask, queries, keys
+                    level, subtask, queries, keys, own_negatives
                 )
                 dtype = self.invariance.dtype  # float32 (float64 in a float64 model), also under autocast
                 level_similarity.append((queries.detach().to(dtype) * keys.to(dtype)).sum(dim=1))

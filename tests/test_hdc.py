@@ -68,18 +68,31 @@ def fill_queues(model, num_keys, seed=5):
 def grouped_stage_outputs(model, pixel_values, subtasks, order):
     """Every video's four stage outputs from one backbone call per batch-norm group, by explicit loops: the anchors
     in `batch_norm_splits` groups of consecutive videos (online encoder), the positives of both subtasks in as many
-    groups of the videos taken in `order` (momentum copy). Returns `online[stage][video]`, `keyed[s][stage][video]`.
+    groups of the videos taken in `order` (momentum copy). With `reversed_anchor_negatives` each anchor group also
+    holds its anchors with the frame order reversed, one by one. Returns `online[stage][video]`,
+    `reversed_online[stage][video]` (None without reversed negatives) and `keyed[s][stage][video]`.
     """
     n, splits = pixel_values.shape[0], model.config.batch_norm_splits
     size, view = n // splits, {"spatial": 1, "temporal": 2}
+    reverse = model.config.reversed_anchor_negatives and "temporal" in subtasks
     online = [[None] * n for _ in range(4)]
+    reversed_online = [[None] * n for _ in range(4)]
     keyed = {s: [[None] * n for _ in range(4)] for s in subtasks}
     for group in range(splits):
         anchors = list(range(group * size, (group + 1) * size))
-        stages = model.hdc.backbone(pixel_values[anchors, 0].transpose(1, 2))
+        clips = [pixel_values[video, 0] for video in anchors]
+        if reverse:
+            num_frames = pixel_values.shape[2]
+            clips += [
+                torch.stack([pixel_values[video, 0, num_frames - 1 - t] for t in range(num_frames)])
+                for video in anchors
+            ]
+        stages = model.hdc.backbone(torch.stack(clips).transpose(1, 2))
         for row, video in enumerate(anchors):
             for index in range(4):
                 online[index][video] = stages[index][row]
+                if reverse:
+                    reversed_online[index][video] = stages[index][size + row]
         clips = [(s, int(video)) for video in order[group * size : (group + 1) * size] for s in subtasks]
         with torch.no_grad():
             positives = torch.stack([pixel_values[video, view[s]] for s, video in clips])
@@ -87,7 +100,7 @@ def grouped_stage_outputs(model, pixel_values, subtasks, order):
         for row, (s, video) in enumerate(clips):
             for index in range(4):
                 keyed[s][index][video] = stages[index][row]
-    return online, keyed
+    return online, reversed_online, keyed
 
 
 def reference_terms(model, pixel_values, order=None):
@@ -95,7 +108,8 @@ def reference_terms(model, pixel_values, order=None):
 
     The online encoder and its heads see the anchors, the momentum copy the positives (in batch-norm groups, see
     `grouped_stage_outputs`; `order`: the shuffle of the positives, default none); negatives are every other
-    video's key of the batch (`batch_negatives`) and the valid queue slots. Returns the terms, the weights and the
+    video's key of the batch (`batch_negatives`) and the valid queue slots, and with `reversed_anchor_negatives` the
+    temporal subtask's own reversed anchor r_i = norm(head_T(pool(stage(anchor_i played backwards)))). Returns the terms, the weights and the
     invariance EMA after this batch, computed from the model's state before the forward.
     """
     config = model.config
@@ -103,7 +117,7 @@ def reference_terms(model, pixel_values, order=None):
     alpha = {"spatial": config.spatial_weight, "temporal": 1 - config.spatial_weight}
     subtasks = [s for s in ("spatial", "temporal") if alpha[s] > 0]
     order = torch.arange(n) if order is None else order
-    online, keyed = grouped_stage_outputs(model, pixel_values, subtasks, order)
+    online, reversed_online, keyed = grouped_stage_outputs(model, pixel_values, subtasks, order)
     terms, cosines = {}, []
     for stage in config.tap_stages:
         level = f"stage{stage}"
@@ -129,6 +143,9 @@ def reference_terms(model, pixel_values, order=None):
                         torch.exp(torch.dot(q[i], k[j]) / TAU) for j in range(n) if j != i
                     )
                 negatives = negatives + sum(torch.exp(torch.dot(q[i], key) / TAU) for key in queued)
+                if s == "temporal" and config.reversed_anchor_negatives:
+                    r = F.normalize(head(reversed_online[stage - 1][i].mean(dim=(1, 2, 3))[None])[0], dim=0)
+                    negatives = negatives + torch.exp(torch.dot(q[i], r) / TAU)
                 losses.append(-torch.log(positive / (positive + negatives)))
                 level_cosines.append(torch.dot(q[i], k[i]).detach())
             terms[f"{s}_loss_{level}"] = sum(losses) / n
@@ -161,6 +178,8 @@ def online_parameters(model):
         ({}, 13),  # wrapped around: every slot holds a key
         ({"batch_negatives": False, "spatial_weight": 0.3}, 6),
         ({"invariance_weighting": "fixed", "tap_stages": [3, 4], "fixed_level_weights": [0.5, 1.0]}, 4),
+        ({"reversed_anchor_negatives": True}, 4),
+        ({"reversed_anchor_negatives": True, "spatial_weight": 0.0, "batch_negatives": False}, 13),
     ],
 )
 def test_every_term_matches_the_reference_in_value_and_gradient(overrides, queued):
@@ -189,10 +208,12 @@ def test_every_term_matches_the_reference_in_value_and_gradient(overrides, queue
             torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-11, msg=name)
 
 
-def test_shuffled_batch_norm_groups_match_the_reference_in_value_and_gradient():
-    """Batch norm on batch statistics (training mode), 2 splits: the anchors normalised in two groups of consecutive
-    videos, the positives in two groups after one permutation drawn from torch's generator; nothing else changes."""
-    model = tiny_model(batch_norm_splits=2).train()
+@pytest.mark.parametrize("objective", [{}, {"reversed_anchor_negatives": True}])
+def test_shuffled_batch_norm_groups_match_the_reference_in_value_and_gradient(objective):
+    """Batch norm on batch statistics (training mode), 2 splits: the anchors (and their reversed copies) normalised
+    in two groups of consecutive videos, the positives in two groups after one permutation drawn from torch's
+    generator; nothing else changes."""
+    model = tiny_model(batch_norm_splits=2, **objective).train()
     perturb_momentum_copy(model)
     fill_queues(model, 4)
     pixel_values = views(num_videos=4)
@@ -200,7 +221,7 @@ def test_shuffled_batch_norm_groups_match_the_reference_in_value_and_gradient():
     order = torch.randperm(4)
     assert order[:2].sort().values.tolist() not in ([0, 1], [2, 3])  # the key groups differ from the anchors'
     expected, weights, invariance = reference_terms(model, pixel_values, order)
-    unsplit = tiny_model().train()
+    unsplit = tiny_model(**objective).train()
     unsplit.load_state_dict(model.state_dict())
     torch.manual_seed(1)
     output = model(pixel_values)
@@ -219,8 +240,8 @@ def test_shuffled_batch_norm_groups_match_the_reference_in_value_and_gradient():
     # the split and shuffled model gives the unsplit model's loss.
     assert not torch.allclose(unsplit(pixel_values).loss, output.loss, rtol=1e-6)
     frozen, frozen_unsplit = (
-        freeze_batch_norm(tiny_model(batch_norm_splits=2)),
-        freeze_batch_norm(tiny_model()),
+        freeze_batch_norm(tiny_model(batch_norm_splits=2, **objective)),
+        freeze_batch_norm(tiny_model(**objective)),
     )
     perturb_momentum_copy(frozen), perturb_momentum_copy(frozen_unsplit)
     torch.testing.assert_close(
@@ -349,6 +370,7 @@ def test_instance_only_ablation_has_one_level_and_one_subtask():
         ({"invariance_floor": 0.0}, "invariance_floor"),
         ({"spatial_weight": 1.5}, "spatial_weight"),
         ({"batch_norm_splits": 0}, "batch_norm_splits"),
+        ({"reversed_anchor_negatives": True, "spatial_weight": 1.0}, "reversed_anchor_negatives"),
     ],
 )
 def test_bad_objective_settings_are_a_clear_error(overrides, message):
