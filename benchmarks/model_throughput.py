@@ -6,7 +6,9 @@
   forward + backward of the same backbone on the same 3 clips per video, i.e. what the objective costs on top;
   one ``HDCForPreTraining`` step (anchor through the online encoder with gradient, both positives through the momentum
   encoder without, six queue contrasts, the momentum update) against the same 3-clip reference and against the bare
-  backbone work of that step (forward + backward on the anchor, forward without gradient on the positives).
+  backbone work of that step (forward + backward on the anchor, forward without gradient on the positives); the
+  same with ``reversed_anchor_negatives`` against that reference and against one whose online encoder also trains
+  on the reversed anchors;
   and one ``CtrlAugForPreTraining`` step (global view + 2 local clips with their tubes, all four terms) against the
   same 3-clip reference (the same backbone architecture).
 
@@ -88,17 +90,26 @@ def main() -> None:
     hdc = hf_vssl.HDCForPreTraining(hdc_config).to(device).train()
     hdc_backbone, key_backbone = hdc.hdc.backbone, hdc.momentum_encoder.backbone
 
-    def moco_backbone_step():
-        hdc_backbone(views[:, 0].transpose(1, 2))[-1].mean().backward()
+    def moco_backbone_step(reversed_anchors=False):
+        anchors = views[:, 0]
+        anchors = torch.cat([anchors, anchors.flip(1)]) if reversed_anchors else anchors
+        hdc_backbone(anchors.transpose(1, 2))[-1].mean().backward()
         with torch.no_grad():
             key_backbone(views[:, 1:].flatten(0, 1).transpose(1, 2))
 
-    def hdc_step():
-        hdc(views).loss.backward()
-        hdc.after_optimizer_step()
+    def hdc_step(model):
+        model(views).loss.backward()
+        model.after_optimizer_step()
 
     moco_s = timed(moco_backbone_step, args.repeats, device)
-    hdc_s = timed(hdc_step, args.repeats, device)
+    hdc_s = timed(lambda: hdc_step(hdc), args.repeats, device)
+    # With reversed-anchor negatives the online encoder also trains on each anchor played backwards.
+    hdc_reversed = hf_vssl.HDCForPreTraining(
+        hf_vssl.HDCConfig(backbone="r3d", num_frames=frames, image_size=size, reversed_anchor_negatives=True)
+    )
+    hdc_reversed = hdc_reversed.to(device).train()
+    moco_reversed_s = timed(lambda: moco_backbone_step(reversed_anchors=True), args.repeats, device)
+    hdc_reversed_s = timed(lambda: hdc_step(hdc_reversed), args.repeats, device)
 
     # ctrlaug: the global view and two local clips per video, each local clip's tube inside the global view.
     ctrlaug = (
@@ -132,6 +143,16 @@ def main() -> None:
             1.0,
         ),
         ("training: HDCForPreTraining step against the MoCo reference", batch / hdc_s, moco_s / hdc_s),
+        (
+            "training: HDC step with reversed_anchor_negatives against the MoCo reference",
+            batch / hdc_reversed_s,
+            moco_s / hdc_reversed_s,
+        ),
+        (
+            "training: HDC step with reversed_anchor_negatives against the MoCo reference + reversed anchors",
+            batch / hdc_reversed_s,
+            moco_reversed_s / hdc_reversed_s,
+        ),
         (
             "training: CtrlAugForPreTraining step, all terms",
             batch / ctrlaug_step_s,
