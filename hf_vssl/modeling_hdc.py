@@ -306,8 +306,10 @@ class HDCForPreTraining(HDCPreTrainedModel):
             clips = torch.cat([group, group.flip(1)]) if reversed_negatives else group
             stages = self.hdc(clips, output_hidden_states=True, return_dict=True).hidden_states
             online_stages.append([stage[: len(group)] for stage in stages])
-            reversed_stages.append([stage[len(group) :] for stage in stages])
+            if reversed_negatives:
+                reversed_stages.append([stage[len(group) :] for stage in stages])
         online_stages = [torch.cat(stage) for stage in zip(*online_stages)]
+        # Empty without reversed negatives.
         reversed_stages = [torch.cat(stage) for stage in zip(*reversed_stages)]
         with torch.no_grad():
             key_pooled = self._pooled_keys(pixel_values)
