@@ -136,7 +136,8 @@ class HDCForPreTraining(HDCPreTrainedModel):
     synthetic demo (README, HDC section).
 
     Hooks: the training loop calls `after_optimizer_step()` after every optimizer step, which moves the momentum
-    copy towards the online weights (`m = config.momentum`).
+    copy towards the online weights (`m = config.momentum`), and logs `training_metrics(output)`: each level's
+    weight and mean positive cosine, which show how the measured invariance weighs the levels.
 
     Construction and `from_pretrained`: the momentum copy starts equal to the online backbone and heads; queues start
     empty and the EMA at 1 (equal weights). `from_pretrained` of an `HDCForPreTraining` checkpoint restores all of
@@ -196,6 +197,16 @@ class HDCForPreTraining(HDCPreTrainedModel):
     def after_optimizer_step(self) -> None:
         """Move the momentum copy (backbone and heads) towards the online weights: `k <- m k + (1 - m) q`."""
         self.momentum_encoder.update_(self.config.momentum, backbone=self.hdc.backbone, heads=self.heads)
+
+    def training_metrics(self, output: HDCPreTrainingOutput) -> dict[str, torch.Tensor]:
+        """Per-level values for the training log: `level_weight_stage{s}` (`w_l`) and `positive_similarity_stage{s}`
+        (this process's mean query-positive cosine, the quantity the measured weights follow)."""
+        similarity = output.positive_similarity.mean(dim=0)
+        metrics = {}
+        for index, stage in enumerate(self.config.tap_stages):
+            metrics[f"level_weight_{_level_name(stage)}"] = output.level_weights[index]
+            metrics[f"positive_similarity_{_level_name(stage)}"] = similarity[index]
+        return metrics
 
     # --- the objective --------------------------------------------------------------------------------------------
 

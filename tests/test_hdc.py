@@ -2,6 +2,7 @@
 update, the queues and the measured weights by hand, two processes against one, the encoder hand-over and loading
 through remote code, and an exact resume of a training run."""
 
+import json
 import sys
 
 import pytest
@@ -552,6 +553,20 @@ def test_resume_mid_epoch_reaches_the_same_weights_queues_and_ema_bitwise(tmp_pa
     assert int(straight["queues.stage4.temporal.filled"]) == 5
     different = [name for name in straight if not straight[name].equal(resumed[name])]
     assert not different, different
+    # The log has each level's weight and positive cosine (the model's training_metrics hook) next to the losses;
+    # the measured weights sum to the number of levels.
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "straight" / "logs" / "metrics.jsonl").read_text().splitlines()
+    ]
+    logged = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in logged] == list(range(1, 9))
+    for record in logged:
+        weights = [record[f"train/level_weight_stage{s}"] for s in (2, 3, 4)]
+        assert sum(weights) == pytest.approx(3.0) and min(weights) > 0
+        assert all(-1 <= record[f"train/positive_similarity_stage{s}"] <= 1 for s in (2, 3, 4))
+        assert record["train/temporal_loss_stage2"] > 0
+    assert logged[0]["train/level_weight_stage2"] != logged[-1]["train/level_weight_stage2"]
     # The released folder is the online encoder alone.
     released = load_file(tmp_path / "straight" / "final" / "model.safetensors")
     assert all(k.startswith("backbone.") for k in released)

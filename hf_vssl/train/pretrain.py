@@ -1,9 +1,10 @@
 """One accelerate pretraining loop for every hf_vssl method.
 
 The loop knows no method: it builds the pretraining model of ``args.method``'s table entry (``hf_vssl.methods``)
-from ``args.model`` and its view recipe from ``args.recipe``, calls ``model(**views)`` and logs every ``*loss*`` field of the output, and calls
-the model's ``set_epoch(epoch)``, ``before_optimizer_step()`` (after the gradients are complete, before clipping)
-and ``after_optimizer_step()`` hooks when it has them.
+from ``args.model`` and its view recipe from ``args.recipe``, calls ``model(**views)`` and logs every scalar field
+of the output, and calls the model's ``set_epoch(epoch)``, ``before_optimizer_step()`` (after the gradients are
+complete, before clipping), ``after_optimizer_step()`` and ``training_metrics(output)`` (more values to log) hooks
+when it has them.
 
 Data stream from a ``datasets`` source, split once per process (never also by accelerate), decoded in DataLoader
 workers (stage 1 of the view engine) and augmented batched (stage 2) where ``stage2_placement`` puts it: in the
@@ -196,13 +197,16 @@ def build_optimizer(args: PretrainArguments, model):
     return optimizer_class(params, **options)
 
 
-def loss_terms(output) -> dict[str, torch.Tensor]:
-    """Every loss term of a pretraining output (fields whose name contains "loss"), detached."""
-    return {
-        name: value.detach().float()
-        for name, value in output.items()
-        if "loss" in name and isinstance(value, torch.Tensor) and value.ndim == 0
+def logged_metrics(model, output) -> dict[str, torch.Tensor]:
+    """What the loop logs of a pretraining step, detached: every scalar field of the output (the loss terms, a
+    ramp's current value) and whatever the model's optional ``training_metrics(output)`` hook adds (per-level
+    values that the output holds as vectors)."""
+    metrics = {
+        name: value for name, value in output.items() if isinstance(value, torch.Tensor) and value.ndim == 0
     }
+    if hasattr(model, "training_metrics"):
+        metrics.update(model.training_metrics(output))
+    return {name: value.detach().float() for name, value in metrics.items()}
 
 
 def count_bad_videos(accelerator, met_in_epoch: set[str], known: set[str]) -> tuple[int, int]:
@@ -353,7 +357,8 @@ def train(args: PretrainArguments) -> Path:
             if state.global_step % args.logging_steps == 0 or state.global_step == 1:
                 elapsed = time.perf_counter() - window_start
                 terms = {
-                    k: accelerator.reduce(v, reduction="mean").item() for k, v in loss_terms(output).items()
+                    k: accelerator.reduce(v, reduction="mean").item()
+                    for k, v in logged_metrics(unwrapped, output).items()
                 }
                 bad_in_epoch, bad_in_run = bad_video_counts()
                 record = {
